@@ -1,0 +1,45 @@
+# halsal: two commands from a fresh clone.
+#   make run   - create .venv, run the default (synthetic, offline) workflow, write reports/report.html
+#   make test  - create .venv, run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CORES  ?= all
+CONFIG ?= config/config.yaml
+# Caches that matplotlib and snakemake would otherwise write under ~.
+export MPLCONFIGDIR   ?= $(CURDIR)/.cache/matplotlib
+export XDG_CACHE_HOME ?= $(CURDIR)/.cache
+
+.PHONY: run test test-fast lint dryrun-paper bench clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --rerun-incomplete
+	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --report reports/report.html
+	@echo "Report: reports/report.html"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+
+dryrun-paper: $(STAMP)
+	$(BIN)/snakemake -n --quiet rules --configfile config/paper.yaml
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf results logs benchmarks reports/report.html .snakemake

@@ -1,0 +1,101 @@
+"""AlexNet with a hallucinated-saliency branch (Fig. 1 and Sec. 3 of the paper).
+
+The RGB and joint branches are torchvision's AlexNet layers, kept under torchvision's own
+attribute names (``features``, ``avgpool``, ``classifier``) so that an ImageNet state dict
+from ``torchvision.models.AlexNet_Weights`` loads by key. The fusion point splits
+``features`` in two: ``rgb_branch`` runs the layers before it and ``joint_branch`` the rest
+(pool2, conv3-conv5, pool5, fc6-fc8 for the default fusion before pool2).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import alexnet as tv_alexnet
+
+from halsal.models.saliency import SaliencyBranch, modulate
+
+# Fusion points (Fig. 3 of the paper) -> index into torchvision's `alexnet.features` where
+# the RGB branch ends. features = [conv1, relu, pool1, conv2, relu, pool2, conv3, relu,
+# conv4, relu, conv5, relu, pool5].
+FUSION_POINTS = {
+    "pool1": 2,  # before pool1 (after conv1 + ReLU)
+    "pool2": 5,  # before pool2 (after conv2 + ReLU): the paper's choice
+    "conv3": 8,  # after conv3 (+ ReLU)
+    "conv4": 10,  # after conv4 (+ ReLU)
+    "pool5": 12,  # before pool5 (after conv5 + ReLU)
+}
+
+
+class HalSalAlexNet(nn.Module):
+    """Two-branch AlexNet. ``saliency_depth=0`` gives Baseline-RGB (no saliency branch).
+
+    ``saliency="external"`` replaces the hallucinated map by one passed to ``forward``
+    (explicit saliency, the SMIC row of the paper).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        saliency_depth: int = 4,
+        fusion: str = "pool2",
+        modulation: str = "eq2",
+        dropout: float = 0.5,
+        saliency: str = "hallucinated",
+    ):
+        super().__init__()
+        if fusion not in FUSION_POINTS:
+            raise ValueError(f"unknown AlexNet fusion point {fusion!r}; choose one of {sorted(FUSION_POINTS)}")
+        base = tv_alexnet(weights=None, num_classes=num_classes, dropout=dropout)
+        self.features = base.features
+        self.avgpool = base.avgpool
+        self.classifier = base.classifier
+        self.fusion = fusion
+        self.split = FUSION_POINTS[fusion]
+        self.modulation = modulation
+        self.saliency = saliency
+        self.saliency_branch = (
+            SaliencyBranch(saliency_depth) if saliency == "hallucinated" and saliency_depth > 0 else None
+        )
+        self.has_saliency = saliency == "external" or self.saliency_branch is not None
+        init_top_layer(self)
+
+    # The three parts of Fig. 1.
+    def rgb_branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features[: self.split](x)
+
+    def joint_branch(self, l_hat: torch.Tensor) -> torch.Tensor:
+        x = self.features[self.split :](l_hat)
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.classifier(x)
+
+    def saliency_map(self, x: torch.Tensor, size: tuple[int, int], external: torch.Tensor | None = None):
+        """The map ``s`` at the fusion point's spatial ``size``."""
+        if self.saliency == "external":
+            if external is None:
+                raise ValueError("this model takes an explicit saliency map: pass saliency=...")
+            return nn.functional.interpolate(external, size=size, mode="bilinear", align_corners=False)
+        return self.saliency_branch(x, size)
+
+    def forward(self, x: torch.Tensor, saliency: torch.Tensor | None = None, return_saliency: bool = False):
+        l = self.rgb_branch(x)
+        s = None
+        if self.has_saliency:
+            s = self.saliency_map(x, tuple(l.shape[-2:]), saliency)
+            l = modulate(l, s, self.modulation)
+        logits = self.joint_branch(l)
+        return (logits, s) if return_saliency else logits
+
+    # Parameter groups used by the training steps (Sec. 3.4).
+    def rgb_and_joint_parameters(self):
+        return [p for n, p in self.named_parameters() if not n.startswith("saliency_branch.")]
+
+    def top_layer(self) -> nn.Linear:
+        return self.classifier[-1]
+
+
+def init_top_layer(model: nn.Module) -> None:
+    """Xavier-initialise the top classification layer (fc8), as in Sec. 4.1."""
+    top = model.top_layer()
+    nn.init.xavier_uniform_(top.weight)
+    nn.init.zeros_(top.bias)

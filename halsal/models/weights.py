@@ -1,0 +1,98 @@
+"""Pretrained weights: torchvision enums, local files, and torchvision-keyed state dicts.
+
+A backbone is always exchanged as a plain torchvision state dict (``features.*`` /
+``classifier.*`` for AlexNet), so it loads into ``torchvision.models.alexnet()`` by key and
+into the RGB and joint branches of :class:`~halsal.models.alexnet.HalSalAlexNet`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchvision import models as tvm
+
+from halsal.errors import HalsalError
+from halsal.io import torch_load
+
+# torchvision weight enums per architecture (they download and check the hash when online).
+WEIGHT_ENUMS = {
+    "alexnet": tvm.AlexNet_Weights.IMAGENET1K_V1,
+    "resnet152": tvm.ResNet152_Weights.IMAGENET1K_V1,
+}
+
+
+def imagenet_state_dict(arch: str, progress: bool = True) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet weights for ``arch``; a clear error when they cannot be had."""
+    enum = WEIGHT_ENUMS[arch]
+    hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    try:
+        return enum.get_state_dict(progress=progress, check_hash=True)
+    except Exception as exc:  # URLError, hash mismatch, ...
+        fname = enum.url.rsplit("/", 1)[-1]
+        raise HalsalError(
+            f"could not obtain the ImageNet weights for {arch} ({type(exc).__name__}: {exc}). "
+            f"Download {enum.url} on a machine with internet access and place it at "
+            f"{hub_dir / fname} (torchvision checks its hash), or set `model.weights` to the "
+            f"path of that file, or to `scratch` to train the backbone on the source set."
+        ) from exc
+
+
+def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .pt/.pth (``weights_only=True``) or .safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise HalsalError(
+            f"weights file {path} does not exist: set `model.weights` to an existing "
+            f".pt/.pth/.safetensors file, to `imagenet`, or to `scratch`"
+        )
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as exc:
+            raise HalsalError(f"{path}: reading .safetensors needs `pip install safetensors`") from exc
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch_load(path)
+        except Exception as exc:
+            raise HalsalError(f"{path} is not a loadable weights file ({exc}); it must hold a state dict of tensors") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise HalsalError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def backbone_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The torchvision-keyed part of a two-branch model (everything but the saliency branch)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("saliency_branch.")}
+
+
+def load_backbone(model: torch.nn.Module, state: dict[str, torch.Tensor], *, skip_top: bool = False) -> None:
+    """Load a torchvision-keyed backbone into ``model``'s RGB and joint branches.
+
+    ``skip_top`` leaves the top classification layer as initialised (Xavier) when the class
+    count differs (Step 2 on a new dataset). Any other missing or unexpected key is an error.
+    """
+    state = dict(state)
+    top_prefix = _top_prefix(model)
+    if skip_top:
+        state = {k: v for k, v in state.items() if not k.startswith(top_prefix)}
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("saliency_branch.")]
+    if skip_top:
+        missing = [k for k in missing if not k.startswith(top_prefix)]
+    if missing or result.unexpected_keys:
+        raise HalsalError(
+            f"backbone state dict does not match the model: missing {missing[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+
+
+def _top_prefix(model: torch.nn.Module) -> str:
+    top = model.top_layer()
+    for name, module in model.named_modules():
+        if module is top:
+            return name + "."
+    raise RuntimeError("model has no top layer")
