@@ -11,6 +11,7 @@ is then verified and used without any network access.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -24,7 +25,7 @@ USER_AGENT = "halsal-fetch/0.1 (+https://github.com/; research reproduction)"
 
 def file_digest(path: str | os.PathLike, algo: str = "md5") -> str:
     """Hex digest of a file, read in 1 MiB chunks (md5 marked as not for security)."""
-    h = hashlib.new(algo, usedforsecurity=False) if algo == "md5" else hashlib.new(algo)
+    h = hashlib.new(algo, usedforsecurity=False)
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
             h.update(chunk)
@@ -45,17 +46,26 @@ def check_file(path: Path, entry: dict) -> dict[str, str] | None:
     return None
 
 
-def verify_placed(path: Path, entry: dict) -> dict[str, str]:
-    """Verify a file already under its final name; a bad one is moved aside to ``.bad``."""
+def verify_placed(path: Path, entry: dict, *, move_aside: bool = True) -> dict[str, str]:
+    """Verify a file already under its final name; returns the digests checked.
+
+    A bad file in our downloads folder is moved aside to ``.bad`` (so the next run fetches
+    afresh); a user's own file (``move_aside=False``) is left untouched.
+    """
     bad = check_file(path, entry)
     if bad:
-        aside = path.with_name(path.name + ".bad")
-        os.replace(path, aside)
-        raise HalsalError(
-            f"{path} does not match its known checksum: {bad['algo']} expected {bad['expected']}, "
-            f"actual {bad['actual']}. It was moved aside to {aside}. Fetch the file again "
-            f"(or re-run to download it) and place it at {path}."
+        what = (
+            f"{path} does not match its known checksum: {bad['algo']} expected "
+            f"{bad['expected']}, actual {bad['actual']}."
         )
+        if move_aside:
+            aside = path.with_name(path.name + ".bad")
+            os.replace(path, aside)
+            raise HalsalError(
+                f"{what} It was moved aside to {aside}. Fetch the file again (or re-run to "
+                f"download it) and place it at {path}."
+            )
+        raise HalsalError(f"{what} It is not the official file: obtain an intact copy and retry.")
     return expected_digests(entry)
 
 
@@ -134,7 +144,8 @@ def download_file(
         except urllib.error.HTTPError as exc:
             failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
             continue
-        except (urllib.error.URLError, OSError) as exc:  # DNS, refused, timeout, reset
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            # DNS failure, connection refused, timeout, reset or a reply cut short
             reason = getattr(exc, "reason", exc)
             kept = f" The partial file {part} is kept; re-running resumes it." if part.exists() else ""
             failures.append(f"{url}: {reason}.{kept}")

@@ -1,9 +1,17 @@
 # Shared helpers: config validation, wildcard constraints and path builders.
+import os
+import re
+import sys
+
 from snakemake.utils import validate, min_version
 
 min_version("9.0")
 
-configfile: "config/config.yaml"
+# The default config is used unless --configfile names others: Snakemake would otherwise
+# merge the two (the default's synthetic datasets would join the paper's grid).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -62,3 +70,52 @@ def finetune_metrics(archs=None, datasets=None, methods=None, ks=None, seeds=Non
 
 def gpu_resources():
     return RES["gpu"]
+
+
+# Rules run `python -m halsal` from this checkout: the package is put on PYTHONPATH (it
+# reaches conda envs and cluster jobs through the environment), and outside conda the Python
+# that runs Snakemake is put first on PATH so `python` has the pinned stack.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
+if not workflow.deployment_settings.deployment_method:
+    os.environ["PATH"] = os.pathsep.join((os.path.dirname(sys.executable), os.environ["PATH"]))
+HALSAL = "python -m halsal"
+
+
+def kinds(*wanted):
+    """Wildcard regex matching the configured datasets (targets and source) of these kinds."""
+    names = [n for n, s in {**config["datasets"], SOURCE: config["source"]}.items() if s["kind"] in wanted]
+    return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
+
+
+def optim_args(step):
+    """CLI options for a training step from config['train'][step] and config['data']."""
+    o, aug = config["train"][step], config["train"]["augment"]
+    args = (f"--epochs {o['epochs']} --lr {o['lr']} --optimizer {o['optimizer']} --momentum {o['momentum']} "
+            f"--weight-decay {o['weight_decay']} --batch-size {o['batch_size']} --input-size {DATA['input_size']} "
+            f"--device {config['train']['device']}")
+    if not aug["random_crop"]:
+        args += " --no-random-crop"
+    if not aug["flip"]:
+        args += " --no-flip"
+    return args
+
+
+def max_k():
+    ints = [k for k in config["ks"] if k != "K"]
+    return max(ints) if ints else 1
+
+
+def backbone_inputs(wildcards):
+    if config["model"]["weights"] == "scratch":
+        return {"prepared": f"results/prepared/{SOURCE}/images.npy", "split": f"results/splits/{SOURCE}/seed0.tsv"}
+    return {}
+
+
+# Methods that start from the Step-1 saliency branch (halsal.train.steps.METHODS).
+FROM_STEP1 = {"approach_a", "approach_b"}
+
+
+def saliency_input(wildcards):
+    if wildcards.method in FROM_STEP1:
+        return f"results/models/{wildcards.arch}/saliency_{wildcards.variant}.pt"
+    return []

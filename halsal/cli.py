@@ -1,0 +1,240 @@
+"""`halsal`: the command line every Snakemake rule calls.
+
+The stages, in workflow order:
+
+  generate / index / fetch   a dataset -> results/datasets/<name>/index.tsv
+  split                      k-shot split (5 val + 5 test per class, nested train ranks)
+  prepare                    decode + resize + crop once (DALI) -> images.npy + manifest
+  backbone                   Step 0: ImageNet weights, a local file, or train from scratch
+  pretrain-saliency          Step 1: saliency branch only, on the source set
+  finetune                   Step 2: one method / k / seed on a fine-grained dataset
+  aggregate, tables, ...     the report (see `halsal <command> --help`)
+
+Errors caused by inputs (missing data, corrupt images, bad weights) are printed as one
+message naming the input and the fix, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from halsal import __version__
+from halsal.errors import HalsalError
+
+
+def _optim_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("optimisation (paper, Sec. 4.1: 70 epochs, lr 1e-4, weight decay 5e-3)")
+    g.add_argument("--epochs", type=int, default=70)
+    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--weight-decay", type=float, default=5e-3)
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--input-size", type=int, default=227, help="network input side (paper: 227)")
+    g.add_argument("--no-random-crop", action="store_true", help="train on centre crops")
+    g.add_argument("--no-flip", action="store_true", help="no horizontal flips")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+
+def _optim(args):
+    from halsal.train.loop import OptimConfig
+
+    return OptimConfig(epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
+                       weight_decay=args.weight_decay, batch_size=args.batch_size)
+
+
+def _augment(args) -> dict:
+    return {"random_crop": not args.no_random_crop, "flip": not args.no_flip}
+
+
+def cmd_generate(args) -> None:
+    from halsal.data.synthetic import generate
+    from halsal.io import write_tsv
+
+    index = generate(args.root, task=args.task, classes=args.classes, images_per_class=args.images_per_class,
+                     image_size=args.image_size, seed=args.seed)
+    write_tsv(args.out, index)
+    print(f"SYNTHETIC dataset: {len(index)} images, {args.classes} classes -> {args.out}")
+
+
+def cmd_index(args) -> None:
+    from halsal.data.datasets import index_folder
+    from halsal.io import write_tsv
+
+    index = index_folder(args.root)
+    write_tsv(args.out, index)
+    print(f"{args.root}: {len(index)} images, {index['label'].nunique()} classes -> {args.out}")
+
+
+def cmd_fetch(args) -> None:
+    from halsal.data.datasets import index_folder
+    from halsal.data.fetch import fetch_dataset
+    from halsal.io import write_tsv
+
+    source = args.source[0] if args.source and len(args.source) == 1 else args.source
+    root = fetch_dataset(args.dataset, args.root, source=source, subset_per_class=args.subset_per_class, seed=args.seed)
+    index = index_folder(root)
+    write_tsv(args.out, index)
+    print(f"{args.dataset}: {len(index)} images, {index['label'].nunique()} classes -> {args.out}")
+
+
+def cmd_split(args) -> None:
+    from halsal.data.datasets import read_index
+    from halsal.data.splits import make_split
+    from halsal.io import write_text, write_tsv
+
+    split, notes = make_split(read_index(args.index), args.seed, val_per_class=args.val_per_class,
+                              test_per_class=args.test_per_class, max_k=args.max_k, too_few=args.too_few)
+    for note in notes:
+        print("WARNING:", note, file=sys.stderr)
+    if args.notes:
+        write_text(args.notes, "".join(n + "\n" for n in notes))
+    write_tsv(args.out, split)
+    counts = split.groupby("role").size().to_dict()
+    print(f"seed {args.seed}: {split['label'].nunique()} classes, {counts} -> {args.out}")
+
+
+def cmd_prepare(args) -> None:
+    from halsal.data.prepare import prepare
+
+    summary = prepare(args.index, args.out_dir, resize=args.resize, backend=args.backend, on_error=args.on_error)
+    print(summary)
+
+
+def cmd_backbone(args) -> None:
+    from halsal.train.data import resolve_device
+    from halsal.train.steps import backbone
+
+    info = backbone(args.arch, args.weights, args.out, source_prepared=args.source_prepared, source_split=args.source_split,
+                    cfg=_optim(args), input_size=args.input_size, device=resolve_device(args.device),
+                    augment=_augment(args), threads=args.threads)
+    print({k: v for k, v in info.items() if k != "classes"})
+
+
+def cmd_pretrain(args) -> None:
+    from halsal.train.data import resolve_device
+    from halsal.train.steps import pretrain_saliency
+
+    info = pretrain_saliency(args.arch, args.variant, args.backbone, args.out, source_prepared=args.source_prepared,
+                             source_split=args.source_split, cfg=_optim(args), input_size=args.input_size,
+                             device=resolve_device(args.device), augment=_augment(args), threads=args.threads)
+    print({k: v for k, v in info.items() if k != "history"})
+
+
+def cmd_finetune(args) -> None:
+    from halsal.train.data import resolve_device
+    from halsal.train.steps import finetune
+
+    metrics = finetune(arch=args.arch, method=args.method, variant=args.variant, k=args.k, seed=args.seed,
+                       dataset=args.dataset, prepared=args.prepared, split_tsv=args.split, backbone_pt=args.backbone,
+                       saliency_pt=args.saliency, out_dir=args.out_dir, cfg=_optim(args), input_size=args.input_size,
+                       device=resolve_device(args.device), augment=_augment(args), synthetic=args.synthetic,
+                       threads=args.threads)
+    print(f"{args.method} k={args.k} seed={args.seed}: val {metrics['val_acc']:.3f} (epoch {metrics['best_epoch']}), "
+          f"test {metrics['test_acc']:.3f}{' [SYNTHETIC data]' if args.synthetic else ''}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="halsal", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"halsal {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("generate", help="generate a SYNTHETIC dataset (the offline default)")
+    p.add_argument("--root", required=True, help="output folder for images/<class>/<file>.jpg")
+    p.add_argument("--out", required=True, help="index.tsv to write")
+    p.add_argument("--task", choices=["fine", "coarse"], required=True)
+    p.add_argument("--classes", type=int, required=True)
+    p.add_argument("--images-per-class", type=int, required=True)
+    p.add_argument("--image-size", type=int, default=160)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("index", help="index an images/<class>/<file> folder")
+    p.add_argument("--root", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("fetch", help="download/verify/extract a dataset, then index it")
+    p.add_argument("--dataset", required=True, choices=["flowers102", "cub200", "cars196", "imagenet_val", "folder"])
+    p.add_argument("--root", required=True, help="where the ready images/<class>/<file> tree goes")
+    p.add_argument("--source", action="append", default=None,
+                   help="user-supplied archive or folder (cars196, imagenet_val, folder); repeat for several")
+    p.add_argument("--subset-per-class", type=int, default=None, help="imagenet_val: images per class")
+    p.add_argument("--seed", type=int, default=0, help="imagenet_val: seed of the subset")
+    p.add_argument("--out", required=True, help="index.tsv to write")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("split", help="k-shot split: val/test fixed per seed, nested train ranks")
+    p.add_argument("--index", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--val-per-class", type=int, default=5)
+    p.add_argument("--test-per-class", type=int, default=5)
+    p.add_argument("--max-k", type=int, default=1, help="largest integer k that will be asked for")
+    p.add_argument("--too-few", choices=["error", "drop_class"], default="error")
+    p.add_argument("--notes", default=None, help="file listing dropped classes")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("prepare", help="decode/resize/crop every image once into a uint8 cache")
+    p.add_argument("--index", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--resize", type=int, default=256)
+    p.add_argument("--backend", default="auto", choices=["auto", "dali-gpu", "dali-cpu", "torchvision", "pil"])
+    p.add_argument("--on-error", default="raise", choices=["raise", "skip"])
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("backbone", help="Step 0: the RGB+joint weights")
+    p.add_argument("--arch", required=True, choices=["alexnet", "resnet152"])
+    p.add_argument("--weights", required=True, help="imagenet | scratch | path to a weights file")
+    p.add_argument("--source-prepared", default=None)
+    p.add_argument("--source-split", default=None)
+    p.add_argument("--out", required=True)
+    _optim_args(p)
+    p.set_defaults(func=cmd_backbone)
+
+    p = sub.add_parser("pretrain-saliency", help="Step 1: train the saliency branch on the source set")
+    p.add_argument("--arch", required=True, choices=["alexnet", "resnet152"])
+    p.add_argument("--variant", required=True, help="d<depth>-<fusion>-<eq1|eq2>, e.g. d4-pool2-eq2")
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--source-prepared", required=True)
+    p.add_argument("--source-split", required=True)
+    p.add_argument("--out", required=True)
+    _optim_args(p)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="Step 2: one fine-tuning run (method, k, seed)")
+    p.add_argument("--arch", required=True, choices=["alexnet", "resnet152"])
+    p.add_argument("--method", required=True, choices=["baseline", "scratch_sal", "smic", "approach_a", "approach_b"])
+    p.add_argument("--variant", required=True)
+    p.add_argument("--k", required=True, help="training images per class, or K for all")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--prepared", required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--saliency", default=None, help="Step-1 saliency weights (approach_a/b)")
+    p.add_argument("--synthetic", action="store_true", help="label the results as synthetic")
+    p.add_argument("--out-dir", required=True)
+    _optim_args(p)
+    p.set_defaults(func=cmd_finetune)
+
+    from halsal.report import cli as report_cli
+
+    report_cli.register(sub)  # aggregate, tables, plots, qualitative
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except HalsalError as exc:
+        print(f"halsal {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

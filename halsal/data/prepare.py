@@ -1,0 +1,36 @@
+"""Decode every image of a dataset once into a uint8 cache (``images.npy``) with a manifest.
+
+The cache holds ``resize x resize`` centre squares (shorter side resized to ``resize``, then
+the centre crop); training cuts its random ``input_size`` crops from it on the device, and
+evaluation its centre crop. Decoding uses DALI (GPU ``mixed`` where a GPU is present, CPU
+operators otherwise), see :mod:`halsal.data.decode`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from halsal.data.datasets import read_index
+from halsal.data.decode import decode_images
+from halsal.io import save_npy, write_json, write_tsv
+
+
+def prepare(index_tsv: str | Path, out_dir: str | Path, *, resize: int = 256, backend: str = "auto",
+            on_error: str = "raise", progress: bool = True) -> dict:
+    """Write ``out_dir/images.npy`` (N, resize, resize, 3) and ``out_dir/manifest.tsv``."""
+    out_dir = Path(out_dir)
+    index = read_index(index_tsv)
+    result = decode_images(list(index["path"]), resize=resize, crop=resize, backend=backend,
+                           on_error=on_error, progress=progress)
+    manifest = pd.DataFrame({"row": range(len(index)), "path": index["path"], "status": result.status,
+                             "reason": result.reasons})
+    # The manifest goes first: images.npy is the rule's completion marker.
+    write_tsv(out_dir / "manifest.tsv", manifest)
+    summary = {"images": len(index), "ok": int((manifest["status"] == "ok").sum()),
+               "skipped": int((manifest["status"] != "ok").sum()), "backend": result.backend,
+               "cache_shape": list(result.images.shape)}
+    write_json(out_dir / "prepare.json", summary)
+    save_npy(out_dir / "images.npy", result.images)
+    return summary

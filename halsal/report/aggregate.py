@@ -1,0 +1,122 @@
+"""One row per fine-tuning run: metrics.json files -> runs.tsv and a timm-style summary.csv.
+
+Everything downstream (tables, statistics, plots, grids) reads the runs table, never the
+metrics files, so a run that is absent is simply a row that is not there; the tables turn
+the configured grid minus the present rows into cells marked "missing".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from halsal.errors import HalsalError
+from halsal.io import atomic_write, write_tsv
+
+SYNTHETIC_NOTE = "SYNTHETIC data \u2014 not a reproduction of the paper"
+RUN_COLUMNS = [
+    "arch", "dataset", "method", "variant", "depth", "fusion", "modulation", "k", "seed",
+    "synthetic", "num_classes", "input_size", "epochs", "best_epoch", "val_acc", "test_acc",
+    "n_train", "n_val", "n_test", "weights", "wall_seconds", "device", "run_dir",
+]
+_VARIANT = re.compile(r"^d(?P<depth>\d+)-(?P<fusion>[A-Za-z0-9_.]+)-(?P<modulation>eq[12])$")
+
+
+def parse_variant(variant: str) -> dict:
+    """'d4-pool2-eq2' -> depth 4, fusion 'pool2', modulation 'eq2' (same grammar as the paths)."""
+    m = _VARIANT.match(variant)
+    if not m:
+        raise HalsalError(f"run variant {variant!r} is not of the form d<depth>-<fusion>-<eq1|eq2> (e.g. d4-pool2-eq2)")
+    return {"depth": int(m["depth"]), "fusion": m["fusion"], "modulation": m["modulation"]}
+
+
+def k_sort_key(k) -> float:
+    """Numeric k ascending, then K (all remaining training images) last."""
+    return math.inf if str(k) == "K" else float(k)
+
+
+def sort_ks(ks: Iterable) -> list[str]:
+    return sorted({str(k) for k in ks}, key=k_sort_key)
+
+
+def read_metrics(path: str | Path) -> dict:
+    """One metrics.json as a flat row of the runs table."""
+    path = Path(path)
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise HalsalError(f"cannot read run metrics {path}: {exc}; re-run its finetune rule") from exc
+    missing = [key for key in ("arch", "dataset", "method", "variant", "k", "seed", "test_acc") if key not in m]
+    if missing:
+        raise HalsalError(f"{path} lacks the keys {missing}: it was not written by `halsal finetune`; delete it and re-run")
+    row = {key: m.get(key) for key in RUN_COLUMNS}
+    row.update(parse_variant(m["variant"]))
+    row["k"] = str(m["k"])
+    row["seed"] = int(m["seed"])
+    row["synthetic"] = bool(m.get("synthetic", False))
+    row["weights"] = m.get("weights", (m.get("config") or {}).get("weights"))
+    row["run_dir"] = str(path.parent)
+    return row
+
+
+def collect_runs(paths: Iterable[str | Path], allow_missing: bool = False) -> pd.DataFrame:
+    """The runs table for these metrics files. Absent files are an error unless ``allow_missing``."""
+    rows = []
+    for p in paths:
+        if not Path(p).exists():
+            if allow_missing:
+                continue
+            raise HalsalError(f"run metrics {p} do not exist: run its finetune rule first, or pass --allow-missing")
+        rows.append(read_metrics(p))
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    if len(runs):
+        runs = runs.assign(_k=runs.k.map(k_sort_key)).sort_values(
+            ["arch", "dataset", "method", "variant", "_k", "seed"]).drop(columns="_k").reset_index(drop=True)
+    return runs
+
+
+def glob_metrics(runs_root: str | Path) -> list[Path]:
+    """Every metrics.json under results/runs (for use outside the workflow)."""
+    return sorted(Path(runs_root).glob("*/*/*/*/k*/seed*/metrics.json"))
+
+
+def read_runs(path: str | Path) -> pd.DataFrame:
+    """runs.tsv back, with k as text (``K`` is a valid k) and booleans restored."""
+    try:
+        runs = pd.read_csv(path, sep="\t", dtype={"k": str, "fusion": str, "variant": str})
+    except (OSError, pd.errors.EmptyDataError) as exc:
+        raise HalsalError(f"cannot read the runs table {path}: {exc}; re-run `halsal aggregate`") from exc
+    if "synthetic" in runs:
+        runs["synthetic"] = runs["synthetic"].astype(str).str.lower().isin(["true", "1"])
+    return runs
+
+
+def any_synthetic(runs: pd.DataFrame) -> bool:
+    return bool(len(runs)) and bool(runs["synthetic"].any())
+
+
+def summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """timm-style results summary: one row per configuration, top-1 in %, mean over seeds."""
+    cols = ["model", "dataset", "k", "seeds", "top1", "top1_std", "top1_err", "val_top1", "img_size", "epochs", "synthetic"]
+    if not len(runs):
+        return pd.DataFrame(columns=cols)
+    g = runs.assign(model=runs.arch + "/" + runs.method + "/" + runs.variant).groupby(
+        ["model", "dataset", "k"], sort=False)
+    out = g.agg(seeds=("seed", "nunique"), top1=("test_acc", "mean"), top1_std=("test_acc", "std"),
+                val_top1=("val_acc", "mean"), img_size=("input_size", "first"), epochs=("epochs", "first"),
+                synthetic=("synthetic", "any")).reset_index()
+    for c in ("top1", "top1_std", "val_top1"):
+        out[c] = (out[c] * 100).round(2)
+    out["top1_err"] = (100 - out["top1"]).round(2)
+    return out[cols]
+
+
+def write_aggregate(runs: pd.DataFrame, runs_tsv, summary_csv) -> None:
+    write_tsv(runs_tsv, runs)
+    with atomic_write(summary_csv) as tmp:
+        summary(runs).to_csv(tmp, index=False)

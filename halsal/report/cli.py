@@ -1,0 +1,113 @@
+"""Report subcommands of the `halsal` CLI: aggregate, tables, plots, qualitative.
+
+``register(subparsers)`` adds them to halsal/cli.py's parser; ``python -m halsal.report.cli``
+runs them on their own (HalsalError -> one message on stderr, exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def cmd_aggregate(args) -> None:
+    from halsal.io import write_tsv
+    from halsal.report.aggregate import collect_runs, glob_metrics, write_aggregate
+
+    paths = list(args.metrics or [])
+    if args.runs_root:
+        paths += [str(p) for p in glob_metrics(args.runs_root)]
+    runs = collect_runs(paths, allow_missing=args.allow_missing)
+    write_aggregate(runs, args.runs_tsv, args.summary_csv)
+    if args.accuracy_tsv:
+        acc = (runs.groupby(["arch", "dataset", "method", "variant", "k"], sort=False).test_acc
+               .agg(["count", "mean", "std"]).reset_index().rename(columns={"count": "n"}))
+        acc[["mean", "std"]] = (acc[["mean", "std"]] * 100).round(3)
+        write_tsv(args.accuracy_tsv, acc)
+    syn = " (SYNTHETIC data)" if len(runs) and runs.synthetic.any() else ""
+    print(f"aggregate: {len(runs)} runs{syn} -> {args.runs_tsv}, {args.summary_csv}")
+
+
+def cmd_tables(args) -> None:
+    from halsal.report.aggregate import read_runs
+    from halsal.report.tables import write_tables
+
+    runs = read_runs(args.runs)
+    out = write_tables(runs, args.outdir, args.variant, configured_archs=args.archs, datasets=args.datasets,
+                       methods=args.methods, ks=args.ks, synthetic_datasets=args.synthetic_datasets)
+    print(f"tables: {len(out['cells'])} cells, {len(out['differences'])} paired differences -> {args.outdir}")
+
+
+def cmd_plots(args) -> None:
+    from halsal.report.aggregate import read_runs
+    from halsal.report.plots import write_plots
+
+    written = write_plots(read_runs(args.runs), args.outdir, args.variant, args.curve_dataset, args.curve_k,
+                          args.curve_seed)
+    print(f"plots: {len(written)} figures -> {args.outdir}")
+
+
+def cmd_qualitative(args) -> None:
+    from halsal.report.aggregate import read_runs
+    from halsal.report.qualitative import write_qualitative
+
+    written = write_qualitative(read_runs(args.runs), args.outdir, args.variant, args.results_root,
+                                datasets=args.datasets, arch=args.arch)
+    print(f"qualitative: {len(written)} figures -> {args.outdir}")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("aggregate", help="metrics.json files -> runs.tsv (one row per run) and summary.csv")
+    p.add_argument("--metrics", nargs="*", default=[], help="metrics.json files (the configured grid)")
+    p.add_argument("--runs-root", help="also collect every metrics.json under this folder (results/runs)")
+    p.add_argument("--allow-missing", action="store_true", help="skip listed metrics files that do not exist")
+    p.add_argument("--runs-tsv", required=True)
+    p.add_argument("--summary-csv", required=True)
+    p.add_argument("--accuracy-tsv", help="mean/std/n per arch, dataset, method, variant, k")
+    p.set_defaults(func=cmd_aggregate)
+
+    def common(p):
+        p.add_argument("--runs", required=True, help="results/tables/runs.tsv from `halsal aggregate`")
+        p.add_argument("--outdir", required=True)
+        p.add_argument("--variant", required=True, help="the main (non-ablation) variant, e.g. d4-pool2-eq2")
+
+    p = subparsers.add_parser("tables", help="accuracy tables in the paper's layout + paired differences (TSV, HTML)")
+    common(p)
+    p.add_argument("--archs", nargs="*", default=[], help="configured archs (others say 'not run')")
+    p.add_argument("--datasets", nargs="*", default=[], help="configured datasets")
+    p.add_argument("--methods", nargs="*", default=[], help="configured methods (others say 'not run')")
+    p.add_argument("--ks", nargs="*", default=[], help="configured k values")
+    p.add_argument("--synthetic-datasets", nargs="*", default=[], help="datasets to label as synthetic")
+    p.set_defaults(func=cmd_tables)
+
+    p = subparsers.add_parser("plots", help="accuracy/improvement vs k, Figures 2-3, learning curves (PNG)")
+    common(p)
+    p.add_argument("--curve-dataset", help="learning curves: dataset (default: the first)")
+    p.add_argument("--curve-k", help="learning curves: k (default: the largest)")
+    p.add_argument("--curve-seed", type=int, help="learning curves: seed (default: the first)")
+    p.set_defaults(func=cmd_plots)
+
+    p = subparsers.add_parser("qualitative", help="Tables 3-4 grids and saliency galleries (PNG)")
+    common(p)
+    p.add_argument("--results-root", default="results", help="folder holding datasets/ and prepared/")
+    p.add_argument("--datasets", nargs="*", default=[])
+    p.add_argument("--arch", help="architecture whose runs are shown (default: the first)")
+    p.set_defaults(func=cmd_qualitative)
+
+
+def main(argv=None) -> int:
+    from halsal.errors import HalsalError
+
+    parser = argparse.ArgumentParser(prog="halsal-report", description=__doc__)
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except HalsalError as exc:
+        print(f"halsal: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

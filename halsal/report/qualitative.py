@@ -1,0 +1,206 @@
+"""Qualitative grids as in the paper's Tables 3-4, and a saliency gallery.
+
+Table 3: test images that Approach B classifies correctly and Baseline-RGB does not; Table 4:
+the reverse. Each row shows the test image, Approach B's hallucinated saliency map (the
+``after`` map: weights of the selected epoch) as an overlay, the true class, both
+predictions, and an example image of the wrongly predicted class (as in the paper). Cases
+are pooled over every k and seed of the first architecture, smallest k first, one row per
+test image. Images come from ``results/prepared/{dataset}/images.npy`` (index.tsv order)
+and class names from ``results/datasets/{dataset}/index.tsv``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from halsal.errors import HalsalError
+from halsal.report.aggregate import any_synthetic, k_sort_key
+from halsal.report.paper import METHOD_LABELS
+from halsal.report.plots import placeholder, plt, save, set_style, title_for
+
+GOOD, BAD = "approach_b", "baseline"
+
+
+def load_dataset(results_root, dataset: str) -> tuple[np.ndarray, pd.DataFrame]:
+    root = Path(results_root)
+    npy, tsv = root / "prepared" / dataset / "images.npy", root / "datasets" / dataset / "index.tsv"
+    for p in (npy, tsv):
+        if not p.exists():
+            raise HalsalError(f"{p} does not exist: run the prepare/dataset rules for {dataset!r} first")
+    images = np.load(npy, mmap_mode="r", allow_pickle=False)
+    index = pd.read_csv(tsv, sep="\t")
+    if len(index) != len(images):
+        raise HalsalError(f"{npy} has {len(images)} images but {tsv} lists {len(index)}: re-run prepare for {dataset!r}")
+    return images, index
+
+
+def _predictions(run_dir) -> pd.DataFrame | None:
+    p = Path(run_dir) / "predictions.tsv"
+    return pd.read_csv(p, sep="\t") if p.exists() else None
+
+
+def _saliency(run_dir, key: str = "after") -> dict:
+    """{index.tsv row: map} from saliency.npz, or {} when the run has none."""
+    p = Path(run_dir) / "saliency.npz"
+    if not p.exists():
+        return {}
+    with np.load(p, allow_pickle=False) as z:
+        if key not in z or "rows" not in z:
+            raise HalsalError(f"{p} lacks '{key}' or 'rows': re-run its finetune rule")
+        return {int(r): np.asarray(m, dtype=np.float32) for r, m in zip(z["rows"], z[key])}
+
+
+def find_cases(runs: pd.DataFrame, arch: str, dataset: str, variant: str, kind: str) -> pd.DataFrame:
+    """Test images where approach_b is right and baseline wrong (``success``) or the reverse (``failure``)."""
+    sel = runs[(runs.arch == arch) & (runs.dataset == dataset) & (runs.variant == variant)]
+    out = []
+    for (k, seed), grp in sel.groupby(["k", "seed"]):
+        dirs = dict(zip(grp.method, grp.run_dir))
+        if GOOD not in dirs or BAD not in dirs:
+            continue
+        g, b = _predictions(dirs[GOOD]), _predictions(dirs[BAD])
+        if g is None or b is None:
+            continue
+        m = g.merge(b[["row", "pred", "pred_name"]], on="row", suffixes=("_good", "_bad"))
+        right, wrong = ("good", "bad") if kind == "success" else ("bad", "good")
+        hit = m[(m[f"pred_{right}"] == m.label) & (m[f"pred_{wrong}"] != m.label)].copy()
+        hit["wrong_pred"], hit["wrong_name"] = hit[f"pred_{wrong}"], hit[f"pred_name_{wrong}"]
+        hit["k"], hit["seed"], hit["good_dir"] = k, seed, dirs[GOOD]
+        hit["input_size"] = int(grp.input_size.iloc[0]) if "input_size" in grp and grp.input_size.notna().all() else 0
+        out.append(hit)
+    if not out:
+        return pd.DataFrame()
+    cases = pd.concat(out, ignore_index=True)
+    cases["_k"] = cases.k.map(k_sort_key)
+    return cases.sort_values(["_k", "seed", "row"]).drop_duplicates("row").drop(columns="_k").reset_index(drop=True)
+
+
+def _crop(img: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop to the network input (the map covers the evaluated crop, not the cached square)."""
+    s = img.shape[0]
+    if not size or size >= s:
+        return np.asarray(img)
+    o = (s - size) // 2
+    return np.asarray(img[o:o + size, o:o + size])
+
+
+def _overlay(ax, img: np.ndarray, smap: np.ndarray | None) -> None:
+    ax.imshow(img)
+    if smap is not None:
+        lo, hi = float(smap.min()), float(smap.max())
+        norm = (smap - lo) / (hi - lo) if hi > lo else np.zeros_like(smap)
+        ax.imshow(norm, cmap="jet", alpha=0.45, extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5),
+                  interpolation="bilinear", vmin=0, vmax=1)
+
+
+def _example_row(index: pd.DataFrame, label: int, avoid: set) -> int | None:
+    rows = [r for r in np.flatnonzero(index.label.values == label) if r not in avoid]
+    return int(rows[0]) if rows else None
+
+
+def case_grid(runs: pd.DataFrame, arch: str, dataset: str, variant: str, kind: str, results_root, path,
+              max_rows: int = 6) -> int:
+    """Write the Table 3 (``success``) or Table 4 (``failure``) grid; returns the number of rows shown."""
+    sel = runs[(runs.arch == arch) & (runs.dataset == dataset)]
+    synthetic = any_synthetic(sel)
+    what = {"success": f"{METHOD_LABELS[GOOD]} right, {METHOD_LABELS[BAD]} wrong (as the paper's Table 3)",
+            "failure": f"{METHOD_LABELS[BAD]} right, {METHOD_LABELS[GOOD]} wrong (as the paper's Table 4)"}[kind]
+    title = f"{dataset}: {what}"
+    methods = set(sel.method)
+    if not {GOOD, BAD} <= methods:
+        placeholder(path, title, f"not run in this configuration: needs both {METHOD_LABELS[GOOD]} and "
+                    f"{METHOD_LABELS[BAD]} runs", synthetic)
+        return 0
+    cases = find_cases(runs, arch, dataset, variant, kind)
+    if not len(cases):
+        placeholder(path, title, "no such test image in these runs", synthetic)
+        return 0
+    images, index = load_dataset(results_root, dataset)
+    cases = cases.head(max_rows)
+    set_style()
+    fig, axes = plt.subplots(len(cases), 4, figsize=(10, 2.6 * len(cases)), squeeze=False)
+    heads = ["test image", f"{METHOD_LABELS[GOOD]} saliency (after fine-tuning)", "classes",
+             "example of the wrongly predicted class"]
+    sal_cache: dict = {}
+    for i, (_, c) in enumerate(cases.iterrows()):
+        img = _crop(images[int(c.row)], int(c.input_size))
+        smaps = sal_cache.setdefault(c.good_dir, _saliency(c.good_dir))
+        axes[i, 0].imshow(img)
+        _overlay(axes[i, 1], img, smaps.get(int(c.row)))
+        if int(c.row) not in smaps:
+            axes[i, 1].text(0.5, 0.5, "no saliency map", transform=axes[i, 1].transAxes, ha="center", color="w")
+        wrong_method = BAD if kind == "success" else GOOD
+        axes[i, 2].text(0.02, 0.5, f"true: {c.class_name}\n{METHOD_LABELS[wrong_method]}: {c.wrong_name} (wrong)\n"
+                        f"{METHOD_LABELS[GOOD if kind == 'success' else BAD]}: {c.class_name} (right)\n"
+                        f"k={c.k}, seed {c.seed}, test row {int(c.row)}", va="center", fontsize=8, wrap=True)
+        ex = _example_row(index, int(c.wrong_pred), set(cases.row.astype(int)))
+        if ex is not None:
+            axes[i, 3].imshow(_crop(images[ex], int(c.input_size)))
+            axes[i, 3].set_xlabel(str(c.wrong_name), fontsize=8)
+        for j, ax in enumerate(axes[i]):
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.grid(False)
+            if j == 2:
+                ax.axis("off")
+            if i == 0:
+                ax.set_title(heads[j], fontsize=8)
+    fig.suptitle(title_for(title, synthetic), fontsize=10)
+    fig.tight_layout()
+    save(fig, path)
+    return len(cases)
+
+
+def saliency_gallery(runs: pd.DataFrame, arch: str, dataset: str, variant: str, results_root, path,
+                     method: str = GOOD, n: int = 6) -> int:
+    """Test images with the hallucinated map before and after fine-tuning (one run: largest k, first seed)."""
+    sel = runs[(runs.arch == arch) & (runs.dataset == dataset) & (runs.variant == variant) & (runs.method == method)]
+    title = f"{dataset}: {METHOD_LABELS[method]} saliency maps before / after fine-tuning"
+    sel = sel[[(Path(d) / "saliency.npz").exists() for d in sel.run_dir]]
+    if not len(sel):
+        placeholder(path, title, f"not run in this configuration: no {METHOD_LABELS[method]} run with saliency.npz",
+                    any_synthetic(runs[runs.dataset == dataset]))
+        return 0
+    run = sel.assign(_k=sel.k.map(k_sort_key)).sort_values(["_k", "seed"], ascending=[False, True]).iloc[0]
+    before, after = _saliency(run.run_dir, "before"), _saliency(run.run_dir, "after")
+    rows = sorted(after)[:n]
+    images, index = load_dataset(results_root, dataset)
+    size = int(run.input_size) if run.input_size == run.input_size else 0
+    set_style()
+    fig, axes = plt.subplots(3, len(rows), figsize=(1.9 * len(rows), 6.2), squeeze=False)
+    for j, r in enumerate(rows):
+        img = _crop(images[r], size)
+        axes[0, j].imshow(img)
+        axes[0, j].set_title(str(index.class_name.iloc[r])[:18], fontsize=7)
+        _overlay(axes[1, j], img, before.get(r))
+        _overlay(axes[2, j], img, after.get(r))
+        for ax in axes[:, j]:
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.grid(False)
+    for i, lab in enumerate(["image", "before (initial weights)", "after (selected epoch)"]):
+        axes[i, 0].set_ylabel(lab, fontsize=8)
+    fig.suptitle(title_for(f"{title} ({arch}, k={run.k}, seed {run.seed}; maps min-max normalised)",
+                           bool(run.synthetic)), fontsize=10)
+    fig.tight_layout()
+    save(fig, path)
+    return len(rows)
+
+
+def write_qualitative(runs: pd.DataFrame, outdir, variant: str, results_root, datasets=(), arch=None) -> list[Path]:
+    """{dataset}/{success,failure,saliency}.png for every dataset (placeholders where nothing applies)."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    datasets = list(dict.fromkeys([*datasets, *(sorted(set(runs.dataset)) if len(runs) else [])]))
+    arch = arch or (sorted(set(runs.arch))[0] if len(runs) else "alexnet")
+    written = []
+    for ds in datasets:
+        for kind in ("success", "failure"):
+            p = outdir / ds / f"{kind}.png"
+            case_grid(runs, arch, ds, variant, kind, results_root, p)
+            written.append(p)
+        p = outdir / ds / "saliency.png"
+        saliency_gallery(runs, arch, ds, variant, results_root, p)
+        written.append(p)
+    return written

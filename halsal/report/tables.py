@@ -1,0 +1,235 @@
+"""Accuracy tables in the paper's layout (Tables 1-2) and the paired-difference table.
+
+Per architecture: one row per (dataset, method), one column per k plus AVG. Each cell is
+the mean ± sample std over seeds of the test accuracy in %, with the paper's printed value
+and the difference beside it. AVG is recomputed from the cells shown (for the paper too),
+and only where every k of the row is present. A cell without runs says "missing" (the run
+is configured but absent) or "not run" (the method/arch is not in this configuration);
+it is never 0.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from halsal.io import write_text, write_tsv
+from halsal.report.aggregate import SYNTHETIC_NOTE, sort_ks
+from halsal.report.paper import ARCH_LABELS, METHOD_LABELS, METHOD_ORDER, SMIC_NOTE, paper_dataset, paper_value
+
+MISSING, NOT_RUN = "missing", "not run"
+CELL_COLUMNS = ["arch", "dataset", "paper_dataset", "comparison", "synthetic", "method", "k", "status",
+                "n", "mean", "std", "paper", "diff"]
+
+
+def _comparison(dataset: str, synthetic: bool) -> str:
+    pdata, by_name = paper_dataset(dataset)
+    if synthetic:
+        return f"not comparable ({SYNTHETIC_NOTE}); paper {pdata} shown for reference"
+    if not by_name:
+        return f"reference only: {dataset} is not a paper dataset; paper {pdata} shown"
+    return "comparable"
+
+
+def accuracy_cells(runs: pd.DataFrame, arch: str, variant: str, datasets=(), methods=(), ks=(),
+                   synthetic_datasets=(), arch_configured: bool = True) -> pd.DataFrame:
+    """Long table, one row per (dataset, method, k or AVG) of the expected grid plus whatever ran.
+
+    ``datasets``/``methods``/``ks`` are the configured grid: a configured cell without runs is
+    "missing"; a method outside the configuration is "not run" (all of the paper's methods get
+    a row, so SMIC is listed even where it was not run).
+    """
+    sel = runs[(runs.arch == arch) & (runs.variant == variant)] if len(runs) else runs
+    datasets = list(dict.fromkeys([*datasets, *sorted(set(sel.dataset) - set(datasets))]))
+    ks = sort_ks([*ks, *sel.k])
+    configured = set(methods) | set(sel.method)
+    arch_configured = arch_configured or len(sel) > 0
+    syn = set(synthetic_datasets) | set(sel[sel.synthetic.astype(bool)].dataset if len(sel) else [])
+    rows = []
+    for dataset in datasets:
+        comparison = _comparison(dataset, dataset in syn)
+        for method in METHOD_ORDER:
+            cell_runs = sel[(sel.dataset == dataset) & (sel.method == method)]
+            base = {"arch": arch, "dataset": dataset, "paper_dataset": paper_dataset(dataset)[0],
+                    "comparison": comparison, "synthetic": dataset in syn, "method": method}
+            per_k = []
+            for k in ks:
+                acc = cell_runs[cell_runs.k == k].groupby("seed").test_acc.mean() * 100
+                n = len(acc)
+                status = "ok" if n else (MISSING if method in configured and arch_configured else NOT_RUN)
+                paper = paper_value(arch, dataset, method, k)
+                mean = float(acc.mean()) if n else math.nan
+                per_k.append((k, acc))
+                rows.append({**base, "k": k, "status": status, "n": n, "mean": mean,
+                             "std": float(acc.std(ddof=1)) if n > 1 else math.nan,
+                             "paper": paper, "diff": mean - paper})
+            # AVG over the k columns shown: per seed, for seeds that have every k.
+            by_seed = pd.concat({k: a for k, a in per_k}, axis=1) if per_k else pd.DataFrame()
+            complete = all(len(a) for _, a in per_k) and len(per_k) > 0
+            seed_avg = by_seed.dropna().mean(axis=1) if complete else pd.Series(dtype=float)
+            paper_k = [paper_value(arch, dataset, method, k) for k in ks]
+            paper_avg = float(np.mean(paper_k)) if paper_k and not any(math.isnan(p) for p in paper_k) else math.nan
+            mean = float(np.mean([a.mean() for _, a in per_k])) if complete else math.nan
+            k_status = {r["status"] for r in rows[-len(ks):]}
+            status = "ok" if complete else (MISSING if k_status & {"ok", MISSING} else NOT_RUN)
+            rows.append({**base, "k": "AVG", "status": status, "n": len(seed_avg), "mean": mean,
+                         "std": float(seed_avg.std(ddof=1)) if len(seed_avg) > 1 else math.nan,
+                         "paper": paper_avg, "diff": mean - paper_avg})
+    return pd.DataFrame(rows, columns=CELL_COLUMNS)
+
+
+def fmt_cell(row) -> str:
+    """'58.0 ± 2.1' (std over seeds), '58.0' for one seed, or the missing/not-run marker."""
+    if row["status"] != "ok":
+        return row["status"]
+    if math.isnan(row["std"]):
+        return f"{row['mean']:.1f}"
+    return f"{row['mean']:.1f} \u00b1 {row['std']:.1f}"
+
+
+def _fmt(x: float, signed: bool = False) -> str:
+    return "" if x is None or math.isnan(x) else (f"{x:+.1f}" if signed else f"{x:.1f}")
+
+
+def wide_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """The TSV layout: dataset, method rows; for every k (and AVG) ours, paper, diff."""
+    ks = [k for k in dict.fromkeys(cells.k)]
+    out = []
+    for (dataset, method), grp in cells.groupby(["dataset", "method"], sort=False):
+        first = grp.iloc[0]
+        row = {"dataset": dataset, "data": "SYNTHETIC" if first.synthetic else "real",
+               "method": METHOD_LABELS[method], "comparison": first.comparison}
+        comparable = first.comparison == "comparable"
+        for _, c in grp.set_index("k").loc[ks].reset_index().iterrows():
+            label = "AVG" if c.k == "AVG" else f"k={c.k}"
+            row[label] = fmt_cell(c)
+            row[f"{label} paper"] = _fmt(c.paper)
+            row[f"{label} diff"] = _fmt(c["diff"], signed=True) if comparable else ("n/c" if c.status == "ok" else "")
+            row[f"{label} n"] = int(c.n)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+_CSS = """
+body{font-family:DejaVu Sans,Arial,sans-serif;font-size:13px;margin:12px;color:#222}
+h2{font-size:16px;margin:4px 0 8px}
+.synthetic{background:#fff3cd;border:1px solid #e0b000;padding:6px 10px;font-weight:bold;margin:6px 0}
+.notrun{background:#eef;border:1px solid #99c;padding:6px 10px;margin:6px 0}
+table{border-collapse:collapse;margin:6px 0}
+th,td{border:1px solid #bbb;padding:3px 6px;text-align:center;vertical-align:top}
+th{background:#f0f0f0} td.name{text-align:left;max-width:18em}
+.ours{font-weight:bold} .paper{color:#666;font-size:11px}
+.missing{color:#b00;font-style:italic} .not-run{color:#888;font-style:italic}
+.pos{color:#070} .neg{color:#b00} .noise{color:#888}
+p.note{color:#555;font-size:12px;max-width:70em}
+"""
+
+
+def html_page(title: str, body: str, synthetic: bool) -> str:
+    banner = f'<div class="synthetic">{html.escape(SYNTHETIC_NOTE)}</div>' if synthetic else ""
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body><h2>{html.escape(title)}</h2>{banner}{body}</body></html>\n")
+
+
+def accuracy_html(cells: pd.DataFrame, arch: str, not_run_note: str | None = None) -> str:
+    synthetic = bool(cells.synthetic.any())
+    ks = list(dict.fromkeys(cells.k))
+    head = "".join(f"<th>{'AVG' if k == 'AVG' else 'k=' + html.escape(k)}</th>" for k in ks)
+    body = []
+    max_n = int(cells.n.max()) if len(cells) else 0  # cells with fewer seeds say so
+    for dataset, dgrp in cells.groupby("dataset", sort=False):
+        methods = list(dict.fromkeys(dgrp.method))
+        comp = dgrp.comparison.iloc[0]
+        comparable = comp == "comparable"
+        for i, method in enumerate(methods):
+            tds = []
+            for _, c in dgrp[dgrp.method == method].set_index("k").loc[ks].reset_index().iterrows():
+                if c.status == "ok":
+                    fewer = f' <span class="paper">(n={int(c.n)})</span>' if c.n < max_n else ""
+                    ours = f'<div class="ours">{html.escape(fmt_cell(c))}{fewer}</div>'
+                else:
+                    ours = f'<div class="{c.status.replace(" ", "-")}">{c.status}</div>'
+                paper = ""
+                if not math.isnan(c.paper):
+                    delta = f" \u00b7 \u0394 {_fmt(c['diff'], True)}" if comparable and c.status == "ok" else ""
+                    paper = f'<div class="paper">paper {_fmt(c.paper)}{delta}</div>'
+                tds.append(f"<td>{ours}{paper}</td>")
+            name = f'<td class="name" rowspan="{len(methods)}"><b>{html.escape(dataset)}</b><br>'\
+                   f'<span class="paper">{html.escape(comp)}</span></td>' if i == 0 else ""
+            body.append(f"<tr>{name}<td class=\"name\">{html.escape(METHOD_LABELS[method])}</td>{''.join(tds)}</tr>")
+    n_seeds = sorted({int(n) for n in cells[cells.status == "ok"].n}) or [0]
+    notes = [
+        "Test accuracy (%) at the epoch with the best validation accuracy; mean \u00b1 sample std over seeds "
+        f"(seeds per cell: {', '.join(map(str, n_seeds))}). Below each cell: the paper's printed value and, "
+        "where the data are comparable, the difference (ours \u2212 paper).",
+        "AVG is recomputed over the k columns shown, for ours and for the paper, and only where every k "
+        "of the row is present (the paper's printed AVG covers k=1..30,K and is off for three rows).",
+        "<span class=\"missing\">missing</span>: configured but no finished run; "
+        "<span class=\"not-run\">not run</span>: not part of this configuration. Neither is ever shown as 0.",
+        html.escape(SMIC_NOTE),
+    ]
+    notrun = f'<div class="notrun">{html.escape(not_run_note)}</div>' if not_run_note else ""
+    table = f"<table><tr><th>Dataset</th><th>Method</th>{head}</tr>{''.join(body)}</table>"
+    title = f"{ARCH_LABELS.get(arch, arch)}: test accuracy (%) vs training images per class (k)"
+    if synthetic:
+        title += f" \u2014 {SYNTHETIC_NOTE}"
+    return html_page(title, notrun + table + "".join(f'<p class="note">{n}</p>' for n in notes), synthetic)
+
+
+def differences_html(diffs: pd.DataFrame, synthetic: bool, not_run_note: str | None = None) -> str:
+    title = "Paired differences to Baseline-RGB over seeds (percentage points, 95% CI)"
+    if synthetic:
+        title += f" \u2014 {SYNTHETIC_NOTE}"
+    if not len(diffs):
+        return html_page(title, f'<div class="notrun">{html.escape(not_run_note or "No paired runs: Baseline-RGB and Approach A/B were not run in this configuration.")}</div>', synthetic)
+    rows = []
+    for _, r in diffs.iterrows():
+        cls = {"within noise": "noise", "better than reference": "pos", "worse than reference": "neg"}.get(r.verdict, "noise")
+        ci = "" if math.isnan(r.ci_low) else f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+        rows.append(f"<tr><td>{html.escape(ARCH_LABELS.get(r.arch, r.arch))}</td><td>{html.escape(r.dataset)}</td>"
+                    f"<td>{html.escape(METHOD_LABELS[r.method])}</td><td>{html.escape(str(r.k))}</td><td>{r.n}</td>"
+                    f"<td>{r.mean_diff:+.2f}</td><td>{ci}</td><td>{html.escape(r.ci_method)}</td>"
+                    f'<td class="{cls}">{html.escape(r.verdict)}</td></tr>')
+    head = "<tr><th>Arch</th><th>Dataset</th><th>Method</th><th>k</th><th>n seeds</th><th>mean diff</th>" \
+           "<th>95% CI</th><th>interval</th><th>verdict</th></tr>"
+    note = ("Differences are paired by seed (same split and k-shot images). The interval is Student's t for fewer "
+            "than 10 seeds, a percentile bootstrap otherwise; \"within noise\" means it contains 0. AVG pairs the "
+            "per-seed averages over the k columns of the accuracy table.")
+    return html_page(title, f"<table>{head}{''.join(rows)}</table><p class=\"note\">{note}</p>", synthetic)
+
+
+def write_tables(runs: pd.DataFrame, outdir, variant: str, archs=("alexnet", "resnet152"), configured_archs=(),
+                 datasets=(), methods=(), ks=(), synthetic_datasets=()) -> dict:
+    """table_{arch}.tsv/.html for every arch (a not-run note for unconfigured ones),
+    differences.tsv/.html and accuracy cells for all archs; returns {name: DataFrame}."""
+    from halsal.report.stats import paired_differences
+
+    out = {}
+    outdir = Path(outdir)
+    all_cells = []
+    for arch in archs:
+        cells = accuracy_cells(runs, arch, variant, datasets, methods, ks, synthetic_datasets,
+                               arch_configured=arch in configured_archs)
+        ran = bool(len(runs)) and arch in set(runs.arch)
+        note = None
+        if not ran and arch in configured_archs:
+            note = f"{ARCH_LABELS.get(arch, arch)}: configured, but no finished runs yet."
+        elif not ran:
+            note = (f"{ARCH_LABELS.get(arch, arch)}: not run in this configuration "
+                    "(add it to `archs:` in the config). The paper's values are shown for reference.")
+        write_tsv(outdir / f"table_{arch}.tsv", wide_table(cells))
+        write_text(outdir / f"table_{arch}.html", accuracy_html(cells, arch, note))
+        all_cells.append(cells)
+        out[arch] = cells
+    diffs = paired_differences(runs, variant) if len(runs) else paired_differences(
+        pd.DataFrame(columns=["arch", "dataset", "method", "variant", "k", "seed", "test_acc"]), variant)
+    write_tsv(outdir / "differences.tsv", diffs)
+    synthetic = bool(len(runs)) and bool(runs.synthetic.any()) or bool(synthetic_datasets)
+    write_text(outdir / "differences.html", differences_html(diffs, synthetic))
+    out["differences"] = diffs
+    out["cells"] = pd.concat(all_cells, ignore_index=True)
+    return out

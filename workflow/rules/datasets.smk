@@ -1,0 +1,107 @@
+# Stage 1: datasets -> results/datasets/{dataset}/index.tsv
+
+
+rule generate_synthetic:
+    output:
+        index="results/datasets/{dataset}/index.tsv",
+    params:
+        spec=lambda wc: dataset_spec(wc.dataset),
+    wildcard_constraints:
+        dataset=kinds("synthetic"),
+    log:
+        f"{LOGS}/datasets/{{dataset}}.log",
+    benchmark:
+        f"{BENCH}/datasets/{{dataset}}.tsv"
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    message:
+        "Generating the SYNTHETIC dataset {wildcards.dataset}"
+    shell:
+        "{HALSAL} generate --root results/datasets/{wildcards.dataset} --out {output.index} "
+        "--task {params.spec[task]} --classes {params.spec[classes]} "
+        "--images-per-class {params.spec[images_per_class]} --image-size {params.spec[image_size]} "
+        "--seed {params.spec[seed]} > {log} 2>&1"
+
+
+rule index_folder:
+    output:
+        index="results/datasets/{dataset}/index.tsv",
+    params:
+        root=lambda wc: dataset_spec(wc.dataset).get("source") or dataset_spec(wc.dataset)["root"],
+    wildcard_constraints:
+        dataset=kinds("folder"),
+    log:
+        f"{LOGS}/datasets/{{dataset}}.log",
+    benchmark:
+        f"{BENCH}/datasets/{{dataset}}.tsv"
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    message:
+        "Indexing the image folder {params.root} as {wildcards.dataset}"
+    shell:
+        "{HALSAL} index --root {params.root} --out {output.index} > {log} 2>&1"
+
+
+rule fetch:
+    output:
+        index="results/datasets/{dataset}/index.tsv",
+    params:
+        kind=lambda wc: dataset_spec(wc.dataset)["kind"],
+        root=lambda wc: dataset_spec(wc.dataset).get("root", f"data/{wc.dataset}"),
+        source=lambda wc: (f"--source {dataset_spec(wc.dataset)['source']}" if dataset_spec(wc.dataset).get("source") else ""),
+        subset=lambda wc: (f"--subset-per-class {dataset_spec(wc.dataset)['subset_per_class']}"
+                           if dataset_spec(wc.dataset).get("subset_per_class") else ""),
+    wildcard_constraints:
+        dataset=kinds("flowers102", "cub200", "cars196", "imagenet_val"),
+    log:
+        f"{LOGS}/datasets/{{dataset}}.log",
+    benchmark:
+        f"{BENCH}/datasets/{{dataset}}.tsv"
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    message:
+        "Fetching and verifying {params.kind} into {params.root}"
+    shell:
+        "{HALSAL} fetch --dataset {params.kind} --root {params.root} {params.source} {params.subset} "
+        "--out {output.index} > {log} 2>&1"
+
+
+rule split:
+    input:
+        index="results/datasets/{dataset}/index.tsv",
+    output:
+        split="results/splits/{dataset}/seed{seed}.tsv",
+        notes="results/splits/{dataset}/seed{seed}.notes.txt",
+    params:
+        max_k=lambda wc: 1 if wc.dataset == SOURCE else max_k(),
+        val=DATA["val_per_class"],
+        test=DATA["test_per_class"],
+        too_few=DATA["too_few_images"],
+    log:
+        f"{LOGS}/splits/{{dataset}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/splits/{{dataset}}/seed{{seed}}.tsv"
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    message:
+        "k-shot split of {wildcards.dataset}, seed {wildcards.seed}"
+    shell:
+        "{HALSAL} split --index {input.index} --seed {wildcards.seed} --val-per-class {params.val} "
+        "--test-per-class {params.test} --max-k {params.max_k} --too-few {params.too_few} "
+        "--notes {output.notes} --out {output.split} > {log} 2>&1"

@@ -1,0 +1,29 @@
+# Stage 2: decode + resize + crop every image once (DALI; GPU `mixed` decoding where present).
+
+
+rule prepare:
+    input:
+        index="results/datasets/{dataset}/index.tsv",
+    output:
+        images="results/prepared/{dataset}/images.npy",
+        manifest="results/prepared/{dataset}/manifest.tsv",
+    params:
+        resize=DATA["resize"],
+        backend=DATA["decode_backend"],
+        on_error=DATA["on_bad_image"],
+    log:
+        f"{LOGS}/prepare/{{dataset}}.log",
+    benchmark:
+        f"{BENCH}/prepare/{{dataset}}.tsv"
+    conda:
+        "../../envs/data.yaml"
+    threads: 2
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+        gpu=gpu_resources(),
+    message:
+        "Decoding {wildcards.dataset} to {params.resize}px uint8 arrays ({params.backend} backend)"
+    shell:
+        "{HALSAL} prepare --index {input.index} --out-dir results/prepared/{wildcards.dataset} "
+        "--resize {params.resize} --backend {params.backend} --on-error {params.on_error} > {log} 2>&1"

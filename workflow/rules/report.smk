@@ -1,0 +1,199 @@
+# Report: aggregate the fine-tuning runs, then the paper's Tables 1-2 beside ours, paired
+# differences, accuracy-vs-k plots, Figures 2-3 (ablations), learning curves and the
+# qualitative grids of Tables 3-4. Everything marked with report(...) is always written by
+# its rule (absent run sets become a "not run in this configuration" table or panel), and
+# per-dataset files live in directories registered through patterns=, so the report only
+# ever lists files that exist.
+
+import os
+
+from halsal.report.smk import REPORT_DIR as REPORT, config_summary, report_targets
+
+CAPTIONS = "../../reports/captions"
+# Ablation runs (Figures 2-3): an ablation .smk included before this file may define
+# ablation_metrics_list(); the default configuration has none.
+REPORT_METRICS = list(
+    dict.fromkeys(finetune_metrics() + list(globals().get("ablation_metrics_list", list)()))
+)
+CONFIG_SUMMARY = config_summary(config, VARIANT, is_synthetic)
+SYNTHETIC_DATASETS = [d for d in config["datasets"] if is_synthetic(d)]
+
+
+rule aggregate:
+    input:
+        REPORT_METRICS,
+    output:
+        runs=report(
+            "results/tables/runs.tsv",
+            caption=f"{CAPTIONS}/runs.rst",
+            category="Run details",
+            subcategory="Runs",
+            labels={"file": "runs.tsv (one row per run)"},
+        ),
+        summary=report(
+            "results/summary.csv",
+            caption=f"{CAPTIONS}/summary.rst",
+            category="Run details",
+            subcategory="Runs",
+            labels={"file": "summary.csv (mean over seeds)"},
+        ),
+        accuracy="results/tables/accuracy.tsv",
+    params:
+        summary=CONFIG_SUMMARY,
+        n=lambda wildcards, input: len(input),
+    log:
+        f"{LOGS}/report/aggregate.log",
+    benchmark:
+        f"{BENCH}/report/aggregate.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    message:
+        "Aggregating {params.n} fine-tuning runs into one table"
+    shell:
+        "halsal aggregate --metrics {input:q} --runs-tsv {output.runs:q} "
+        "--summary-csv {output.summary:q} --accuracy-tsv {output.accuracy:q} > {log:q} 2>&1"
+
+
+rule report_tables:
+    input:
+        runs="results/tables/runs.tsv",
+    output:
+        alexnet=report(
+            f"{REPORT}/table_alexnet.html",
+            caption=f"{CAPTIONS}/table.rst",
+            category="Tables",
+            subcategory="Accuracy (paper Tables 1-2)",
+            labels={"table": "Table 1: AlexNet"},
+        ),
+        resnet=report(
+            f"{REPORT}/table_resnet152.html",
+            caption=f"{CAPTIONS}/table.rst",
+            category="Tables",
+            subcategory="Accuracy (paper Tables 1-2)",
+            labels={"table": "Table 2: ResNet-152"},
+        ),
+        differences=report(
+            f"{REPORT}/differences.html",
+            caption=f"{CAPTIONS}/differences.rst",
+            category="Tables",
+            subcategory="Paired differences",
+            labels={"table": "Approach A/B minus Baseline-RGB, 95% CI"},
+        ),
+        tsv=multiext(f"{REPORT}/table_", "alexnet.tsv", "resnet152.tsv"),
+        diff_tsv=f"{REPORT}/differences.tsv",
+    params:
+        summary=CONFIG_SUMMARY,
+        variant=VARIANT,
+        outdir=lambda wildcards, output: os.path.dirname(output.alexnet),
+        archs=config["archs"],
+        datasets=list(config["datasets"]),
+        methods=config["methods"],
+        ks=[str(k) for k in config["ks"]],
+        synthetic=SYNTHETIC_DATASETS,
+    log:
+        f"{LOGS}/report/tables.log",
+    benchmark:
+        f"{BENCH}/report/tables.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    message:
+        "Accuracy tables in the paper's layout and paired differences -> {params.outdir}"
+    shell:
+        "halsal tables --runs {input.runs:q} --outdir {params.outdir:q} --variant {params.variant} "
+        "--archs {params.archs} --datasets {params.datasets} --methods {params.methods} "
+        "--ks {params.ks} --synthetic-datasets {params.synthetic} > {log:q} 2>&1"
+
+
+rule report_plots:
+    input:
+        runs="results/tables/runs.tsv",
+    output:
+        accuracy=report(
+            directory(f"{REPORT}/plots/accuracy"),
+            patterns=["{arch}/{dataset}/{plot}.png"],
+            caption=f"{CAPTIONS}/accuracy.rst",
+            category="Accuracy vs k",
+            subcategory="{dataset}",
+            labels={"arch": "{arch}", "dataset": "{dataset}", "plot": "{plot}"},
+        ),
+        figure2=report(
+            f"{REPORT}/plots/figure2_depth.png",
+            caption=f"{CAPTIONS}/figure2.rst",
+            category="Ablations",
+            labels={"figure": "Figure 2: saliency depth"},
+        ),
+        figure3=report(
+            f"{REPORT}/plots/figure3_fusion.png",
+            caption=f"{CAPTIONS}/figure3.rst",
+            category="Ablations",
+            labels={"figure": "Figure 3: fusion point"},
+        ),
+        curves=report(
+            f"{REPORT}/plots/learning_curves.png",
+            caption=f"{CAPTIONS}/learning_curves.rst",
+            category="Run details",
+            subcategory="Learning curves",
+            labels={"file": "learning curves"},
+        ),
+    params:
+        summary=CONFIG_SUMMARY,
+        variant=VARIANT,
+        outdir=lambda wildcards, output: os.path.dirname(output.figure2),
+    log:
+        f"{LOGS}/report/plots.log",
+    benchmark:
+        f"{BENCH}/report/plots.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    message:
+        "Plots: accuracy and improvement vs k, Figures 2-3, learning curves"
+    shell:
+        "halsal plots --runs {input.runs:q} --outdir {params.outdir:q} --variant {params.variant} > {log:q} 2>&1"
+
+
+rule report_qualitative:
+    input:
+        runs="results/tables/runs.tsv",
+        images=expand("results/prepared/{dataset}/images.npy", dataset=list(config["datasets"])),
+        index=expand("results/datasets/{dataset}/index.tsv", dataset=list(config["datasets"])),
+    output:
+        grids=report(
+            directory(f"{REPORT}/qualitative"),
+            patterns=["{dataset}/{grid}.png"],
+            caption=f"{CAPTIONS}/qualitative.rst",
+            category="Qualitative",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "grid": "{grid}"},
+        ),
+    params:
+        summary=CONFIG_SUMMARY,
+        variant=VARIANT,
+        datasets=list(config["datasets"]),
+        arch=config["archs"][0],
+    log:
+        f"{LOGS}/report/qualitative.log",
+    benchmark:
+        f"{BENCH}/report/qualitative.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    message:
+        "Qualitative grids (paper Tables 3-4) and saliency galleries"
+    shell:
+        "halsal qualitative --runs {input.runs:q} --outdir {output.grids:q} --variant {params.variant} "
+        "--results-root results --datasets {params.datasets} --arch {params.arch} > {log:q} 2>&1"

@@ -1,0 +1,98 @@
+# Stages 3-5: Step 0 (backbone), Step 1 (saliency pretraining), Step 2 (fine-tuning).
+
+
+rule backbone:
+    input:
+        unpack(backbone_inputs),
+    output:
+        weights="results/models/{arch}/backbone.pt",
+        info="results/models/{arch}/backbone.json",
+    params:
+        weights=config["model"]["weights"],
+        source=lambda wc, input: (f"--source-prepared results/prepared/{SOURCE} --source-split {input.split}"
+                                  if "split" in input.keys() else ""),
+        optim=optim_args("backbone"),
+    log:
+        f"{LOGS}/backbone/{{arch}}.log",
+    benchmark:
+        f"{BENCH}/backbone/{{arch}}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+        gpu=gpu_resources(),
+    message:
+        "Step 0: {wildcards.arch} backbone ({params.weights})"
+    shell:
+        "{HALSAL} backbone --arch {wildcards.arch} --weights {params.weights} {params.source} "
+        "--out {output.weights} {params.optim} --threads {threads} > {log} 2>&1"
+
+
+rule pretrain_saliency:
+    input:
+        backbone="results/models/{arch}/backbone.pt",
+        prepared=f"results/prepared/{SOURCE}/images.npy",
+        split=f"results/splits/{SOURCE}/seed0.tsv",
+    output:
+        weights="results/models/{arch}/saliency_{variant}.pt",
+        info="results/models/{arch}/saliency_{variant}.json",
+    params:
+        optim=optim_args("pretrain"),
+    log:
+        f"{LOGS}/pretrain_saliency/{{arch}}/{{variant}}.log",
+    benchmark:
+        f"{BENCH}/pretrain_saliency/{{arch}}/{{variant}}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+        gpu=gpu_resources(),
+    message:
+        "Step 1: saliency branch {wildcards.variant} for {wildcards.arch} on {SOURCE} (RGB and joint branches frozen)"
+    shell:
+        "{HALSAL} pretrain-saliency --arch {wildcards.arch} --variant {wildcards.variant} "
+        "--backbone {input.backbone} --source-prepared results/prepared/{SOURCE} --source-split {input.split} "
+        "--out {output.weights} {params.optim} --threads {threads} > {log} 2>&1"
+
+
+rule finetune:
+    input:
+        prepared="results/prepared/{dataset}/images.npy",
+        split="results/splits/{dataset}/seed{seed}.tsv",
+        backbone="results/models/{arch}/backbone.pt",
+        saliency=saliency_input,
+    output:
+        metrics="results/runs/{arch}/{dataset}/{method}/{variant}/k{k}/seed{seed}/metrics.json",
+        history="results/runs/{arch}/{dataset}/{method}/{variant}/k{k}/seed{seed}/history.tsv",
+        predictions="results/runs/{arch}/{dataset}/{method}/{variant}/k{k}/seed{seed}/predictions.tsv",
+        saliency="results/runs/{arch}/{dataset}/{method}/{variant}/k{k}/seed{seed}/saliency.npz",
+    params:
+        saliency=lambda wc, input: f"--saliency {input.saliency}" if input.saliency else "",
+        synthetic=lambda wc: "--synthetic" if is_synthetic(wc.dataset) else "",
+        optim=optim_args("finetune"),
+    log:
+        f"{LOGS}/finetune/{{arch}}/{{dataset}}/{{method}}/{{variant}}/k{{k}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/finetune/{{arch}}/{{dataset}}/{{method}}/{{variant}}/k{{k}}/seed{{seed}}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    group:
+        "finetune"
+    threads: 2
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+        gpu=gpu_resources(),
+    message:
+        "Step 2: {wildcards.method} on {wildcards.dataset} ({wildcards.arch}, {wildcards.variant}), k={wildcards.k}, seed {wildcards.seed}"
+    shell:
+        "{HALSAL} finetune --arch {wildcards.arch} --method {wildcards.method} --variant {wildcards.variant} "
+        "--k {wildcards.k} --seed {wildcards.seed} --dataset {wildcards.dataset} "
+        "--prepared results/prepared/{wildcards.dataset} --split {input.split} --backbone {input.backbone} "
+        "{params.saliency} {params.synthetic} --out-dir results/runs/{wildcards.arch}/{wildcards.dataset}/"
+        "{wildcards.method}/{wildcards.variant}/k{wildcards.k}/seed{wildcards.seed} {params.optim} "
+        "--threads {threads} > {log} 2>&1"
