@@ -36,13 +36,17 @@ def _optim_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-flip", action="store_true", help="no horizontal flips")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    g.add_argument("--checkpoint-seconds", type=float, default=60.0,
+                   help="seconds between resumable checkpoints (0: every epoch)")
+    g.add_argument("--fc-width", type=int, default=4096, help="width of fc6/fc7 (AlexNet: 4096)")
 
 
 def _optim(args):
     from halsal.train.loop import OptimConfig
 
     return OptimConfig(epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
-                       weight_decay=args.weight_decay, batch_size=args.batch_size)
+                       weight_decay=args.weight_decay, batch_size=args.batch_size,
+                       checkpoint_seconds=args.checkpoint_seconds)
 
 
 def _augment(args) -> dict:
@@ -109,7 +113,7 @@ def cmd_backbone(args) -> None:
 
     info = backbone(args.arch, args.weights, args.out, source_prepared=args.source_prepared, source_split=args.source_split,
                     cfg=_optim(args), input_size=args.input_size, device=resolve_device(args.device),
-                    augment=_augment(args), threads=args.threads)
+                    augment=_augment(args), threads=args.threads, fc_width=args.fc_width)
     print({k: v for k, v in info.items() if k != "classes"})
 
 

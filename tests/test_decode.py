@@ -184,6 +184,15 @@ def test_auto_backend_and_argument_errors(awkward):
     assert D.decode_images([], progress=False).images.shape == (0, 227, 227, 3)
 
 
+def test_auto_falls_back_to_torchvision_without_dali(awkward, monkeypatch):
+    monkeypatch.setattr(D, "dali_available", lambda: False)
+    monkeypatch.setattr(D, "gpu_available", lambda: False)
+    res = D.decode_images([awkward["good1.jpg"]], progress=False)
+    assert res.backend == "torchvision" and mad(res.images, D.decode_pil([awkward["good1.jpg"]])) < 1.0
+    with pytest.raises(HalsalError, match="needs DALI"):
+        D.decode_images([awkward["good1.jpg"]], backend="dali-cpu", progress=False)
+
+
 def test_dali_gpu_without_gpu_names_reason(awkward):
     if D.gpu_available():
         pytest.skip("a GPU is visible; the no-GPU error cannot be provoked")

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "tests" / "slurm"
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"
 TOY = HERE / "toy" / "Snakefile"
+_PROFILE = yaml.safe_load((PROFILE / "config.yaml").read_text())
+FINETUNE_RUNTIME_MIN = _PROFILE["set-resources"]["finetune"]["runtime"]
+GROUP_SIZE = int(dict(g.split("=") for g in _PROFILE["group-components"])["finetune"])
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 # Wall-clock bounds: the plugin hangs for good when it cannot read job states, so a run
 # that outlives these fails the test instead of stalling CI.
@@ -125,7 +129,8 @@ def test_toy_workflow_runs_through_sbatch_with_one_gpu_per_group(cluster, tmp_pa
     # One GPU for the whole group, not one per member; its time limit is the members' sum.
     assert group["TresPerJob"] == "gres:gpu:1"
     assert group["Partition"] == "gpu"
-    assert group["TimeLimit"] == "01:00:00"  # 4 x 15 min (profile's finetune runtime)
+    minutes = n * FINETUNE_RUNTIME_MIN  # n x the profile's finetune runtime
+    assert group["TimeLimit"] == f"{minutes // 60:02d}:{minutes % 60:02d}:00"
     assert by_comment["rule_prepare"]["TresPerJob"] == "gres:gpu:1"
     assert "TresPerJob" not in by_comment["rule_aggregate"] or not by_comment["rule_aggregate"]["TresPerJob"]
     assert by_comment["rule_aggregate"]["Partition"] == "cpu"
@@ -178,11 +183,14 @@ def test_real_tiny_workflow_through_slurm_profile(cluster, tmp_path):
         if r["Comment"] in gpu_rules:
             assert r.get("TresPerJob") == "gres:gpu:1", r
 
+    cfg = yaml.safe_load((ROOT / "config/test.yaml").read_text())
+    grid = [len(cfg[key]) for key in ("archs", "datasets", "methods", "ks", "seeds")]
     metrics = sorted(tmp_path.glob("results/runs/*/*/*/*/*/*/metrics.json"))
-    assert metrics, "no fine-tuning run wrote metrics.json"
+    assert len(metrics) == grid[0] * grid[1] * grid[2] * grid[3] * grid[4]
+    assert (tmp_path / "results/summary.csv").is_file()
     groups = [r for r in records if r["Comment"] == "rule_finetune_finetune"]
-    # All fine-tuning runs went into groups of at most 24 (profile group-components).
-    assert len(groups) == -(-len(metrics) // 24)
+    # The fine-tuning runs went into groups of at most GROUP_SIZE (profile group-components).
+    assert len(groups) == -(-len(metrics) // GROUP_SIZE)
     for path in metrics:
         m = json.loads(path.read_text())
         assert 0.0 <= m["test_acc"] <= 1.0 and 0.0 <= m["val_acc"] <= 1.0

@@ -4,7 +4,12 @@ One function per path, each taking a list of files and returning ``(N, crop, cro
 uint8, so the tests compare the paths directly:
 
 - :func:`decode_pil`: the reference (PIL + torchvision's PIL transforms);
-- :func:`decode_dali_cpu`: DALI with CPU operators (``device_id=None``);
+- :func:`decode_dali_cpu`: DALI with CPU operators (``device_id=None``). DALI decodes in its
+  threads; an image whose shorter side already equals ``resize`` is decoded inside its crop
+  window only (``decoders.image_crop``, resizing would be the identity), any other is
+  resampled with torchvision's resize in a thread pool, which measured ~6x faster than DALI's
+  CPU resampler on this machine (``resampler='dali'`` keeps it all in DALI; see
+  bench/RESULTS-decode.md);
 - :func:`decode_dali_gpu`: DALI ``mixed`` decoder (nvJPEG, hardware decoder where present);
 - :func:`decode_torchvision`: ``torchvision.io.decode_image``, used where DALI is missing.
 
@@ -23,7 +28,6 @@ import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -82,7 +86,8 @@ def _sniff(data: bytes | memoryview) -> str | None:
     A JPEG without its end-of-image marker or a PNG without IEND is usually truncated; files of
     unknown format may still be images PIL can read. Suspects are decoded by the reference
     path, which either yields the image or names the problem, so every path agrees on which
-    files are bad (and a bad file never reaches a DALI batch).
+    files are bad. Corrupt files that pass this check make their DALI batch fail; that batch
+    is then redone file by file (see :func:`_dali_into`).
     """
     if len(data) == 0:
         return "zero"
@@ -445,7 +450,7 @@ def decode_images(files: Sequence, resize: int = 256, crop: int = 227, backend: 
 
     ``on_error='raise'``: the first bad file (truncated/corrupt, zero-byte, not an image) raises
     HalsalError naming it. ``'skip'``: its row stays zero and status/reasons say why.
-    ``kw`` (batch_size, num_threads, device_id) go to the DALI paths.
+    ``kw`` (batch_size, num_threads, device_id, resampler='torch'|'dali') go to the DALI paths.
     """
     if on_error not in ("raise", "skip"):
         raise HalsalError(f"data.on_bad_image must be 'raise' or 'skip', not {on_error!r}")

@@ -50,9 +50,9 @@ def class_names(task: str, classes: int) -> list[str]:
 
 def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> None:
     """Random small shapes in muted colours: the cluttered background."""
-    for _ in range(int(rng.integers(25, 40))):
+    for _ in range(int(rng.integers(12, 20))):
         x, y = rng.uniform(-0.1, 1.0, 2) * size
-        w, h = rng.uniform(0.04, 0.2, 2) * size
+        w, h = rng.uniform(0.04, 0.15, 2) * size
         colour = tuple(int(c) for c in rng.integers(40, 200, 3))
         if rng.random() < 0.5:
             draw.rectangle([x, y, x + w, y + h], fill=colour)
@@ -105,7 +105,7 @@ def _shape(draw, kind, cx, cy, r, colour, rot):
 
 def _bird(draw, rng, size, spot_pos, spot_colour):
     """The fine-grained object: body, head, tail in earthy colours, plus the class's spot."""
-    r = rng.uniform(0.16, 0.22) * size  # body half-length
+    r = rng.uniform(0.2, 0.26) * size  # body half-length
     cx, cy = rng.uniform(0.3, 0.7, 2) * size
     flip = -1.0 if rng.random() < 0.5 else 1.0
     body = tuple(int(c) for c in np.clip(np.array([150, 110, 70]) + rng.integers(-25, 25, 3), 0, 255))
@@ -118,7 +118,7 @@ def _bird(draw, rng, size, spot_pos, spot_colour):
     tx = cx - flip * r * 0.9
     draw.polygon([(tx, cy - r * 0.2), (tx - flip * r * 0.6, cy - r * 0.5), (tx - flip * r * 0.6, cy + r * 0.3)], fill=body)
     sx, sy = cx + flip * spot_pos[0] * r, cy + spot_pos[1] * r
-    sr = r * 0.2
+    sr = r * 0.28
     draw.ellipse([sx - sr, sy - sr, sx + sr, sy + sr], fill=spot_colour)
 
 
@@ -132,7 +132,7 @@ def render(task: str, label: int, index: int, seed: int, size: int) -> Image.Ima
         _bird(draw, rng, size, SPOT_POSITIONS[label % 5][1], SPOT_COLOURS[label // 5][1])
     else:
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        r = rng.uniform(0.14, 0.24) * size
+        r = rng.uniform(0.2, 0.3) * size
         cx, cy = rng.uniform(0.3, 0.7, 2) * size
         _shape(draw, SHAPES[label], cx, cy, r, colour, rng.uniform(0, math.pi))
     arr = np.asarray(img, dtype=np.int16) + rng.integers(-12, 13, (size, size, 3))

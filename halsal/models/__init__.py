@@ -24,6 +24,7 @@ def build_model(
     saliency_depth: int = 4,
     fusion: str = "pool2",
     modulation: str = "eq2",
+    fc_width: int = 4096,
 ):
     """A network for ``arch``. ``saliency`` is 'hallucinated', 'external' (SMIC) or 'none'."""
     if arch not in ARCHS:
@@ -35,7 +36,28 @@ def build_model(
         fusion=fusion,
         modulation=modulation,
         saliency="external" if saliency == "external" else "hallucinated",
+        fc_width=fc_width,
     )
+
+
+def init_from_scratch(model) -> None:
+    """He (Kaiming) init for convolutions and N(0, 0.01) for linear layers, as torchvision
+    initialises VGG: AlexNet (no batch norm) barely moves from PyTorch's default init when
+    trained from scratch on a small source set (Step 0 offline). The saliency branch keeps
+    its Xavier init (Sec. 3.4) and the top layer its Xavier init (Sec. 4.1)."""
+    from torch import nn
+
+    skip = set(model.saliency_branch.parameters()) if getattr(model, "saliency_branch", None) is not None else set()
+    top = model.top_layer()
+    for m in model.modules():
+        if m is top or any(p in skip for p in m.parameters(recurse=False)):
+            continue
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
 
 
 def parse_variant(variant: str) -> dict:
@@ -47,4 +69,4 @@ def parse_variant(variant: str) -> dict:
         raise ValueError(f"variant {variant!r} is not of the form d<depth>-<fusion>-<eq1|eq2>") from exc
 
 
-__all__ = ["build_model", "parse_variant", "HalSalAlexNet", "SaliencyBranch", "modulate", "ARCHS", "MEAN", "STD", "ALEXNET_FUSION_POINTS"]
+__all__ = ["build_model", "init_from_scratch", "parse_variant", "HalSalAlexNet", "SaliencyBranch", "modulate", "ARCHS", "MEAN", "STD", "ALEXNET_FUSION_POINTS"]

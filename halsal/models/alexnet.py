@@ -42,11 +42,18 @@ class HalSalAlexNet(nn.Module):
         modulation: str = "eq2",
         dropout: float = 0.5,
         saliency: str = "hallucinated",
+        fc_width: int = 4096,
     ):
         super().__init__()
         if fusion not in FUSION_POINTS:
             raise ValueError(f"unknown AlexNet fusion point {fusion!r}; choose one of {sorted(FUSION_POINTS)}")
         base = tv_alexnet(weights=None, num_classes=num_classes, dropout=dropout)
+        if fc_width != 4096:
+            # fc6/fc7 narrower than AlexNet's 4096: only for CPU-sized demos (config
+            # model.fc_width); torchvision's ImageNet weights need 4096.
+            base.classifier[1] = nn.Linear(256 * 6 * 6, fc_width)
+            base.classifier[4] = nn.Linear(fc_width, fc_width)
+            base.classifier[6] = nn.Linear(fc_width, num_classes)
         self.features = base.features
         self.avgpool = base.avgpool
         self.classifier = base.classifier

@@ -28,7 +28,7 @@ class DeviceImages:
         self.device = device
         # NHWC uint8 -> NCHW uint8 once; stays on the device for the whole run.
         self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).contiguous()
-        self.labels = torch.as_tensor(labels, dtype=torch.long, device=device)
+        self.labels = torch.as_tensor(np.array(labels), dtype=torch.long, device=device)
         self.input_size = input_size
         self.random_crop = random_crop
         self.flip = flip

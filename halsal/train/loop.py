@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,9 +115,9 @@ def fit(model: nn.Module, train: DeviceImages, val: DeviceImages, cfg: OptimConf
             optimizer.load_state_dict(state["optimizer"])
             start, history = int(state["epoch"]), list(state["history"])
             best = {"epoch": int(state["best_epoch"]), "acc": float(state["best_acc"]), "state": state["best_state"]}
-            tqdm.write(f"{desc}: resuming from {ckpt} after epoch {start}")
+            tqdm.write(f"{desc}: resuming from {ckpt} after epoch {start}", file=sys.stderr)
         else:
-            tqdm.write(f"{desc}: ignoring {ckpt}, written for a different configuration")
+            tqdm.write(f"{desc}: ignoring {ckpt}, written for a different configuration", file=sys.stderr)
     last_ckpt = time.monotonic()
     bar = tqdm(range(start, cfg.epochs), desc=desc, initial=start, total=cfg.epochs, unit="epoch", mininterval=1.0)
     for epoch in bar:

@@ -19,7 +19,7 @@ import torch
 
 from halsal.errors import HalsalError
 from halsal.io import save_npz, torch_load, torch_save, write_json, write_tsv
-from halsal.models import build_model, parse_variant
+from halsal.models import build_model, init_from_scratch, parse_variant
 from halsal.models.weights import backbone_state_dict, imagenet_state_dict, load_backbone, load_weights_file
 from halsal.train.inputs import load_split
 from halsal.train.loop import OptimConfig, accuracy, fit, predict, seed_everything
@@ -41,7 +41,7 @@ def _num_threads(threads: int | None) -> None:
 
 def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, source_split=None,
              cfg: OptimConfig | None = None, input_size: int = 227, device=torch.device("cpu"),
-             augment: dict | None = None, threads: int | None = None) -> dict:
+             augment: dict | None = None, threads: int | None = None, fc_width: int = 4096) -> dict:
     """Step 0: write a torchvision-keyed state dict to ``out`` and a JSON summary beside it."""
     _num_threads(threads)
     out = Path(out)
@@ -55,7 +55,9 @@ def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, 
         aug = augment or {}
         data = load_split(source_prepared, source_split, "K", device, input_size, aug.get("random_crop", True), aug.get("flip", True))
         seed_everything(0)
-        model = build_model(arch, len(data.class_names), saliency="none").to(device)
+        model = build_model(arch, len(data.class_names), saliency="none", fc_width=fc_width)
+        init_from_scratch(model)
+        model.to(device)
         result = fit(model, data.train, data.val, cfg, seed=0, checkpoint=out.with_suffix(".ckpt"), desc="backbone",
                      fingerprint={"step": 0, "arch": arch, "input": input_size})
         model.load_state_dict(result.best_state)
@@ -68,7 +70,7 @@ def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, 
         info["source"] = f"local file {weights}"
     # Check it loads into the network before anything downstream relies on it.
     classes = state[_top_weight_key(arch)].shape[0]
-    load_backbone(build_model(arch, classes, saliency="none"), state)
+    load_backbone(build_model(arch, classes, saliency="none", **_shape_opts(arch, state)), state)
     info["num_classes"] = int(classes)
     torch_save(out, {k: v.cpu() for k, v in state.items()})
     write_json(out.with_suffix(".json"), info)
@@ -78,6 +80,13 @@ def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, 
 
 def _top_weight_key(arch: str) -> str:
     return {"alexnet": "classifier.6.weight", "resnet152": "fc.weight"}[arch]
+
+
+def _shape_opts(arch: str, state: dict) -> dict:
+    """Model options implied by a backbone state dict (AlexNet's fc6/fc7 width)."""
+    if arch == "alexnet":
+        return {"fc_width": int(state["classifier.1.weight"].shape[0])}
+    return {}
 
 
 def pretrain_saliency(arch: str, variant: str, backbone_pt: str | Path, out: str | Path, *, source_prepared,
@@ -97,7 +106,7 @@ def pretrain_saliency(arch: str, variant: str, backbone_pt: str | Path, out: str
             f"must use the backbone's classes (ImageNet weights need ImageNet validation images with ImageNet labels)"
         )
     seed_everything(0)
-    model = build_model(arch, classes, **parse_variant(variant)).to(device)
+    model = build_model(arch, classes, **parse_variant(variant), **_shape_opts(arch, state)).to(device)
     load_backbone(model, state)
     for p in model.rgb_and_joint_parameters():
         p.requires_grad_(False)  # frozen: only the saliency branch learns (Fig. 1, left)
@@ -129,8 +138,9 @@ def finetune(*, arch: str, method: str, variant: str, k, seed: int, dataset: str
     data = load_split(prepared, split_tsv, k, device, input_size, aug.get("random_crop", True), aug.get("flip", True))
     kind, from_step1, freeze = METHODS[method]
     seed_everything(seed)  # the Xavier init of fc8 (and of a scratch saliency branch) depends on the seed
-    model = build_model(arch, len(data.class_names), saliency=kind, **parse_variant(variant)).to(device)
-    load_backbone(model, torch_load(backbone_pt), skip_top=True)
+    state = torch_load(backbone_pt)
+    model = build_model(arch, len(data.class_names), saliency=kind, **parse_variant(variant), **_shape_opts(arch, state)).to(device)
+    load_backbone(model, state, skip_top=True)
     if from_step1:
         if saliency_pt is None:
             raise HalsalError(f"method {method} needs the Step-1 saliency weights (pretrain_saliency output)")

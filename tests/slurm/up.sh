@@ -81,8 +81,14 @@ export SLURM_CONF=$STATE/slurm.conf
 # variables before its inner `srun` (snakemake-executor-plugin-slurm-jobstep 0.6.1), so
 # srun needs the config at the default path: link it there, unless another cluster's
 # config is already in place. down.sh removes the link.
-if [ -L /etc/slurm/slurm.conf ] && [ ! -e /etc/slurm/slurm.conf ]; then
-  rm -f /etc/slurm/slurm.conf   # dangling link from an earlier test cluster
+if [ -L /etc/slurm/slurm.conf ]; then
+  # A link left by an earlier test cluster that is gone (dangling, or its slurmctld dead).
+  old=$(readlink /etc/slurm/slurm.conf)
+  oldpid=$(cat "$(dirname "$old")/slurmctld.pid" 2>/dev/null || true)
+  if [ ! -e "$old" ] || { grep -q '^ClusterName=halsaltest' "$old" \
+       && ! { [ -n "$oldpid" ] && [ "$(cat "/proc/$oldpid/comm" 2>/dev/null)" = slurmctld ]; }; }; then
+    rm -f /etc/slurm/slurm.conf
+  fi
 fi
 if [ -e /etc/slurm/slurm.conf ] || [ -L /etc/slurm/slurm.conf ]; then
   cannot "/etc/slurm/slurm.conf already exists (another cluster is configured here)"

@@ -1,9 +1,10 @@
 # Shared helpers: config validation, wildcard constraints and path builders.
 import os
 import re
-import sys
 
 from snakemake.utils import validate, min_version
+
+from halsal import smk_env
 
 min_version("9.0")
 
@@ -72,13 +73,8 @@ def gpu_resources():
     return RES["gpu"]
 
 
-# Rules run `python -m halsal` from this checkout: the package is put on PYTHONPATH (it
-# reaches conda envs and cluster jobs through the environment), and outside conda the Python
-# that runs Snakemake is put first on PATH so `python` has the pinned stack.
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
-if not workflow.deployment_settings.deployment_method:
-    os.environ["PATH"] = os.pathsep.join((os.path.dirname(sys.executable), os.environ["PATH"]))
-HALSAL = "python -m halsal"
+# Rules run `python -m halsal` from this checkout (see halsal/smk_env.py).
+smk_env.setup(workflow.basedir, bool(workflow.deployment_settings.deployment_method))
 
 
 def kinds(*wanted):
@@ -92,7 +88,7 @@ def optim_args(step):
     o, aug = config["train"][step], config["train"]["augment"]
     args = (f"--epochs {o['epochs']} --lr {o['lr']} --optimizer {o['optimizer']} --momentum {o['momentum']} "
             f"--weight-decay {o['weight_decay']} --batch-size {o['batch_size']} --input-size {DATA['input_size']} "
-            f"--device {config['train']['device']}")
+            f"--device {config['train']['device']} --checkpoint-seconds {config['train']['checkpoint_seconds']}")
     if not aug["random_crop"]:
         args += " --no-random-crop"
     if not aug["flip"]:

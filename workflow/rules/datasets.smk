@@ -21,7 +21,7 @@ rule generate_synthetic:
     message:
         "Generating the SYNTHETIC dataset {wildcards.dataset}"
     shell:
-        "{HALSAL} generate --root results/datasets/{wildcards.dataset} --out {output.index} "
+        "python -m halsal generate --root results/datasets/{wildcards.dataset} --out {output.index} "
         "--task {params.spec[task]} --classes {params.spec[classes]} "
         "--images-per-class {params.spec[images_per_class]} --image-size {params.spec[image_size]} "
         "--seed {params.spec[seed]} > {log} 2>&1"
@@ -47,7 +47,7 @@ rule index_folder:
     message:
         "Indexing the image folder {params.root} as {wildcards.dataset}"
     shell:
-        "{HALSAL} index --root {params.root} --out {output.index} > {log} 2>&1"
+        "python -m halsal index --root {params.root} --out {output.index} > {log} 2>&1"
 
 
 rule fetch:
@@ -74,7 +74,7 @@ rule fetch:
     message:
         "Fetching and verifying {params.kind} into {params.root}"
     shell:
-        "{HALSAL} fetch --dataset {params.kind} --root {params.root} {params.source} {params.subset} "
+        "python -m halsal fetch --dataset {params.kind} --root {params.root} {params.source} {params.subset} "
         "--out {output.index} > {log} 2>&1"
 
 
@@ -102,6 +102,6 @@ rule split:
     message:
         "k-shot split of {wildcards.dataset}, seed {wildcards.seed}"
     shell:
-        "{HALSAL} split --index {input.index} --seed {wildcards.seed} --val-per-class {params.val} "
+        "python -m halsal split --index {input.index} --seed {wildcards.seed} --val-per-class {params.val} "
         "--test-per-class {params.test} --max-k {params.max_k} --too-few {params.too_few} "
         "--notes {output.notes} --out {output.split} > {log} 2>&1"

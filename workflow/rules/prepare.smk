@@ -25,5 +25,5 @@ rule prepare:
     message:
         "Decoding {wildcards.dataset} to {params.resize}px uint8 arrays ({params.backend} backend)"
     shell:
-        "{HALSAL} prepare --index {input.index} --out-dir results/prepared/{wildcards.dataset} "
+        "python -m halsal prepare --index {input.index} --out-dir results/prepared/{wildcards.dataset} "
         "--resize {params.resize} --backend {params.backend} --on-error {params.on_error} > {log} 2>&1"

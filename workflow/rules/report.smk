@@ -54,7 +54,7 @@ rule aggregate:
     message:
         "Aggregating {params.n} fine-tuning runs into one table"
     shell:
-        "halsal aggregate --metrics {input:q} --runs-tsv {output.runs:q} "
+        "python -m halsal aggregate --metrics {input:q} --runs-tsv {output.runs:q} "
         "--summary-csv {output.summary:q} --accuracy-tsv {output.accuracy:q} > {log:q} 2>&1"
 
 
@@ -107,7 +107,7 @@ rule report_tables:
     message:
         "Accuracy tables in the paper's layout and paired differences -> {params.outdir}"
     shell:
-        "halsal tables --runs {input.runs:q} --outdir {params.outdir:q} --variant {params.variant} "
+        "python -m halsal tables --runs {input.runs:q} --outdir {params.outdir:q} --variant {params.variant} "
         "--archs {params.archs} --datasets {params.datasets} --methods {params.methods} "
         "--ks {params.ks} --synthetic-datasets {params.synthetic} > {log:q} 2>&1"
 
@@ -160,7 +160,7 @@ rule report_plots:
     message:
         "Plots: accuracy and improvement vs k, Figures 2-3, learning curves"
     shell:
-        "halsal plots --runs {input.runs:q} --outdir {params.outdir:q} --variant {params.variant} > {log:q} 2>&1"
+        "python -m halsal plots --runs {input.runs:q} --outdir {params.outdir:q} --variant {params.variant} > {log:q} 2>&1"
 
 
 rule report_qualitative:
@@ -195,5 +195,5 @@ rule report_qualitative:
     message:
         "Qualitative grids (paper Tables 3-4) and saliency galleries"
     shell:
-        "halsal qualitative --runs {input.runs:q} --outdir {output.grids:q} --variant {params.variant} "
+        "python -m halsal qualitative --runs {input.runs:q} --outdir {output.grids:q} --variant {params.variant} "
         "--results-root results --datasets {params.datasets} --arch {params.arch} > {log:q} 2>&1"

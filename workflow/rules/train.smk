@@ -9,9 +9,10 @@ rule backbone:
         info="results/models/{arch}/backbone.json",
     params:
         weights=config["model"]["weights"],
-        source=lambda wc, input: (f"--source-prepared results/prepared/{SOURCE} --source-split {input.split}"
+        source=lambda wc, input: (f"--source-prepared results/prepared/{params.source} --source-split {input.split}"
                                   if "split" in input.keys() else ""),
         optim=optim_args("backbone"),
+        fc_width=config["model"]["fc_width"],
     log:
         f"{LOGS}/backbone/{{arch}}.log",
     benchmark:
@@ -26,8 +27,8 @@ rule backbone:
     message:
         "Step 0: {wildcards.arch} backbone ({params.weights})"
     shell:
-        "{HALSAL} backbone --arch {wildcards.arch} --weights {params.weights} {params.source} "
-        "--out {output.weights} {params.optim} --threads {threads} > {log} 2>&1"
+        "python -m halsal backbone --arch {wildcards.arch} --weights {params.weights} {params.source} "
+        "--out {output.weights} {params.optim} --fc-width {params.fc_width} --threads {threads} > {log} 2>&1"
 
 
 rule pretrain_saliency:
@@ -40,6 +41,7 @@ rule pretrain_saliency:
         info="results/models/{arch}/saliency_{variant}.json",
     params:
         optim=optim_args("pretrain"),
+        source=SOURCE,
     log:
         f"{LOGS}/pretrain_saliency/{{arch}}/{{variant}}.log",
     benchmark:
@@ -52,10 +54,10 @@ rule pretrain_saliency:
         runtime=RES["runtime"],
         gpu=gpu_resources(),
     message:
-        "Step 1: saliency branch {wildcards.variant} for {wildcards.arch} on {SOURCE} (RGB and joint branches frozen)"
+        "Step 1: saliency branch {wildcards.variant} for {wildcards.arch} on {params.source} (RGB and joint branches frozen)"
     shell:
-        "{HALSAL} pretrain-saliency --arch {wildcards.arch} --variant {wildcards.variant} "
-        "--backbone {input.backbone} --source-prepared results/prepared/{SOURCE} --source-split {input.split} "
+        "python -m halsal pretrain-saliency --arch {wildcards.arch} --variant {wildcards.variant} "
+        "--backbone {input.backbone} --source-prepared results/prepared/{params.source} --source-split {input.split} "
         "--out {output.weights} {params.optim} --threads {threads} > {log} 2>&1"
 
 
@@ -90,7 +92,7 @@ rule finetune:
     message:
         "Step 2: {wildcards.method} on {wildcards.dataset} ({wildcards.arch}, {wildcards.variant}), k={wildcards.k}, seed {wildcards.seed}"
     shell:
-        "{HALSAL} finetune --arch {wildcards.arch} --method {wildcards.method} --variant {wildcards.variant} "
+        "python -m halsal finetune --arch {wildcards.arch} --method {wildcards.method} --variant {wildcards.variant} "
         "--k {wildcards.k} --seed {wildcards.seed} --dataset {wildcards.dataset} "
         "--prepared results/prepared/{wildcards.dataset} --split {input.split} --backbone {input.backbone} "
         "{params.saliency} {params.synthetic} --out-dir results/runs/{wildcards.arch}/{wildcards.dataset}/"

@@ -1,0 +1,164 @@
+"""Training: determinism, kill-and-resume equivalence, atomic outputs, the three steps."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from halsal.data.prepare import prepare
+from halsal.data.splits import make_split
+from halsal.data.synthetic import generate
+from halsal.errors import HalsalError
+from halsal.io import atomic_write, torch_load, write_tsv
+from halsal.train.loop import OptimConfig
+from halsal.train.steps import backbone, finetune, pretrain_saliency
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(input_size=64)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A prepared synthetic dataset + source set and a scratch backbone (1 epoch)."""
+    root = tmp_path_factory.mktemp("tiny")
+    for name, task, seed in (("fine", "fine", 0), ("src", "coarse", 1)):
+        index = generate(root / name, task=task, classes=3, images_per_class=12, image_size=80, seed=seed)
+        write_tsv(root / name / "index.tsv", index)
+        split, _ = make_split(index, 0, max_k=2)
+        write_tsv(root / name / "seed0.tsv", split)
+        prepare(root / name / "index.tsv", root / name / "prepared", resize=72, backend="pil", progress=False)
+    cfg = OptimConfig(epochs=1, lr=0.01, batch_size=8)
+    backbone("alexnet", "scratch", root / "backbone.pt", source_prepared=root / "src" / "prepared",
+             source_split=root / "src" / "seed0.tsv", cfg=cfg, fc_width=64, **TINY)
+    pretrain_saliency("alexnet", "d4-pool2-eq2", root / "backbone.pt", root / "sal.pt",
+                      source_prepared=root / "src" / "prepared", source_split=root / "src" / "seed0.tsv", cfg=cfg, **TINY)
+    return root
+
+
+def _finetune(tiny, out, method="approach_b", epochs=3, **kw):
+    return finetune(arch="alexnet", method=method, variant="d4-pool2-eq2", k=2, seed=5, dataset="fine",
+                    prepared=tiny / "fine" / "prepared", split_tsv=tiny / "fine" / "seed0.tsv",
+                    backbone_pt=tiny / "backbone.pt", saliency_pt=tiny / "sal.pt", out_dir=out,
+                    cfg=OptimConfig(epochs=epochs, lr=0.01, batch_size=4, checkpoint_seconds=0), **TINY, **kw)
+
+
+def test_backbone_is_torchvision_keyed_and_step1_saves_only_the_saliency_branch(tiny):
+    state = torch_load(tiny / "backbone.pt")
+    assert "features.0.weight" in state and state["classifier.6.weight"].shape == (3, 64)
+    info = json.loads((tiny / "backbone.json").read_text())
+    assert info["source"] == "trained from scratch on the source set" and info["num_classes"] == 3
+    sal = torch_load(tiny / "sal.pt")
+    assert sal and all(k.startswith("saliency_branch.") for k in sal)
+
+
+def test_step1_trains_only_the_saliency_branch(tiny, tmp_path):
+    before = torch_load(tiny / "backbone.pt")
+    pretrain_saliency("alexnet", "d2-pool2-eq2", tiny / "backbone.pt", tmp_path / "sal.pt",
+                      source_prepared=tiny / "src" / "prepared", source_split=tiny / "src" / "seed0.tsv",
+                      cfg=OptimConfig(epochs=1, lr=0.05, batch_size=8), **TINY)
+    assert torch_load(tiny / "backbone.pt").keys() == before.keys()
+    assert len([k for k in torch_load(tmp_path / "sal.pt") if k.endswith("weight")]) == 3  # 2 convs + 1x1
+
+
+def test_finetune_outputs_and_determinism(tiny, tmp_path):
+    a = _finetune(tiny, tmp_path / "a", synthetic=True)
+    b = _finetune(tiny, tmp_path / "b", synthetic=True)
+    for key in ("val_acc", "test_acc", "best_epoch", "n_train", "n_val", "n_test"):
+        assert a[key] == b[key]
+    assert a["n_train"] == 6 and a["n_val"] == 15 and a["n_test"] == 15 and a["synthetic"] is True
+    ha = pd.read_csv(tmp_path / "a" / "history.tsv", sep="\t")
+    hb = pd.read_csv(tmp_path / "b" / "history.tsv", sep="\t")
+    assert list(ha["epoch"]) == [1, 2, 3]
+    np.testing.assert_array_equal(ha["train_loss"], hb["train_loss"])
+    # The test accuracy belongs to the epoch with the best validation accuracy (earliest on ties).
+    assert a["best_epoch"] == int(ha.loc[ha["val_acc"].idxmax(), "epoch"])
+    assert a["val_acc"] == pytest.approx(ha["val_acc"].max())
+    preds = pd.read_csv(tmp_path / "a" / "predictions.tsv", sep="\t")
+    assert len(preds) == 15 and a["test_acc"] == pytest.approx((preds["pred"] == preds["label"]).mean())
+    sal = np.load(tmp_path / "a" / "saliency.npz", allow_pickle=False)
+    assert sal["before"].shape == sal["after"].shape == (15, 7, 7) and len(sal["rows"]) == 15
+    assert not (tmp_path / "a" / "checkpoint.pt").exists()
+
+
+def test_approach_a_keeps_the_step1_saliency_branch_frozen(tiny, tmp_path):
+    _finetune(tiny, tmp_path / "a", method="approach_a", epochs=2)
+    sal = np.load(tmp_path / "a" / "saliency.npz", allow_pickle=False)
+    # Frozen branch: the maps before and after fine-tuning are identical.
+    np.testing.assert_array_equal(sal["before"], sal["after"])
+    b = _finetune(tiny, tmp_path / "b", method="baseline", epochs=1)
+    assert b["method"] == "baseline"
+    assert np.load(tmp_path / "b" / "saliency.npz")["before"].size == 0
+
+
+def test_unknown_method_and_missing_step1_weights_are_clear_errors(tiny, tmp_path):
+    with pytest.raises(HalsalError, match="unknown method"):
+        _finetune(tiny, tmp_path, method="nope")
+    with pytest.raises(HalsalError, match="Step-1 saliency weights"):
+        finetune(arch="alexnet", method="approach_a", variant="d4-pool2-eq2", k=1, seed=0, dataset="fine",
+                 prepared=tiny / "fine" / "prepared", split_tsv=tiny / "fine" / "seed0.tsv",
+                 backbone_pt=tiny / "backbone.pt", saliency_pt=None, out_dir=tmp_path,
+                 cfg=OptimConfig(epochs=1), **TINY)
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_write(target) as tmp:
+        tmp.write_text("whole")
+    assert target.read_text() == "whole" and oct(target.stat().st_mode & 0o777) != "0o600"
+
+
+def _cli(tiny, out, epochs):
+    return [sys.executable, "-m", "halsal", "finetune", "--arch", "alexnet", "--method", "approach_b",
+            "--variant", "d4-pool2-eq2", "--k", "K", "--seed", "3", "--dataset", "fine",
+            "--prepared", str(tiny / "fine" / "prepared"), "--split", str(tiny / "fine" / "seed0.tsv"),
+            "--backbone", str(tiny / "backbone.pt"), "--saliency", str(tiny / "sal.pt"), "--out-dir", str(out),
+            "--epochs", str(epochs), "--lr", "0.01", "--batch-size", "4", "--input-size", "64",
+            "--checkpoint-seconds", "0", "--threads", "1"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(tiny, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    epochs = 6
+    subprocess.run(_cli(tiny, tmp_path / "ref", epochs), check=True, env=env, capture_output=True)
+    # Kill a second run once it has checkpointed at least two epochs.
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(tiny, out, epochs), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        ckpt = out / "checkpoint.pt"
+        if ckpt.exists():
+            try:
+                if torch_load(ckpt)["epoch"] >= 2:
+                    break
+            except Exception:  # being replaced right now
+                pass
+        if proc.poll() is not None:
+            pytest.fail("the run finished before it could be killed; make it longer")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()  # nothing that looks finished
+    assert (out / "checkpoint.pt").exists()
+    resumed = subprocess.run(_cli(tiny, out, epochs), check=True, env=env, capture_output=True, text=True)
+    assert "resuming from" in resumed.stderr
+    ref = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    got = json.loads((out / "metrics.json").read_text())
+    for key in ("val_acc", "test_acc", "best_epoch"):
+        assert got[key] == ref[key]
+    pd.testing.assert_frame_equal(pd.read_csv(out / "history.tsv", sep="\t").drop(columns="seconds"),
+                                  pd.read_csv(tmp_path / "ref" / "history.tsv", sep="\t").drop(columns="seconds"))
+    np.testing.assert_array_equal(np.load(out / "saliency.npz")["after"], np.load(tmp_path / "ref" / "saliency.npz")["after"])
