@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --rerun-incomplete
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) --configfile $(CONFIG)
 	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --report reports/report.html
 	@echo "Report: reports/report.html"
 
@@ -39,7 +39,8 @@ dryrun-paper: $(STAMP)
 	$(BIN)/snakemake -n --quiet rules --configfile config/paper.yaml
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/bench_decode.py
+	$(BIN)/python bench/bench_train_input.py
 
 clean:
 	rm -rf results logs benchmarks reports/report.html .snakemake

@@ -32,5 +32,6 @@ fi
 echo "Slurm: $(slurmctld -V 2>/dev/null || true)"
 
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-$PWD/.cache} MPLCONFIGDIR=${MPLCONFIGDIR:-$PWD/.cache/matplotlib}
+export HALSAL_SLURM_TEST=1
 # -s: print the SLURM job ids each test submitted (the CI log's evidence).
 exec "$PY" -m pytest tests/test_slurm.py -m slow -q -s -p no:cacheprovider

@@ -103,3 +103,26 @@ def test_tiny_workflow_end_to_end_with_report(tmp_path):
     artefacts = REPO / "tests" / "artifacts"
     artefacts.mkdir(exist_ok=True)
     shutil.copy(tmp_path / "report.html", artefacts / "workflow-report.html")
+
+
+@pytest.mark.slow
+def test_real_photographs_flowers102_tiny(tmp_path):
+    """The workflow on real photographs: Flowers 102 (10 classes x 12 images) as a `folder`
+    dataset, Tiny ImageNet (10 classes) as the Step 0/1 source set."""
+    from tests.conftest import shared_dataset
+
+    flowers = shared_dataset("flowers102-tiny")
+    source = shared_dataset("tiny_imagenet-tiny")
+    cfg = yaml.safe_load((REPO / "config/test.yaml").read_text())
+    cfg["datasets"] = {"flowers_tiny": {"kind": "folder", "source": str(flowers)}}
+    cfg["source"] = {"name": "tinyimagenet_tiny", "kind": "folder", "source": str(source)}
+    cfg["methods"] = ["baseline", "approach_b"]
+    (tmp_path / "real.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake("--cores", "2", "--configfile", str(tmp_path / "real.yaml"), cwd=tmp_path, timeout=1200)
+    manifest = (tmp_path / "results/prepared/flowers_tiny/manifest.tsv").read_text().splitlines()
+    assert len(manifest) == 121 and all(line.split("\t")[2] == "ok" for line in manifest[1:])
+    for method in ("baseline", "approach_b"):
+        for k, n_train in (("1", 10), ("K", 20)):
+            m = json.loads((tmp_path / f"results/runs/alexnet/flowers_tiny/{method}/d4-pool2-eq2/k{k}/seed0/metrics.json").read_text())
+            assert m["synthetic"] is False and m["num_classes"] == 10
+            assert m["n_train"] == n_train and m["n_val"] == 50 and m["n_test"] == 50

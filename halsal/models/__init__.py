@@ -8,9 +8,27 @@ from __future__ import annotations
 
 from halsal.models.alexnet import FUSION_POINTS as ALEXNET_FUSION_POINTS
 from halsal.models.alexnet import HalSalAlexNet
+from halsal.models.resnet import DEFAULT_FUSION as RESNET_DEFAULT_FUSION
+from halsal.models.resnet import FUSION_POINTS as RESNET_FUSION_POINTS
+from halsal.models.resnet import HalSalResNet
 from halsal.models.saliency import SaliencyBranch, modulate
+from halsal.models.smic import MapInput
 
-ARCHS = {"alexnet": HalSalAlexNet}
+
+class SMICAlexNet(MapInput, HalSalAlexNet):
+    """AlexNet taking an explicit map as the 4th input channel (SMIC)."""
+
+
+class SMICResNet(MapInput, HalSalResNet):
+    """ResNet-152 taking an explicit map as the 4th input channel (SMIC)."""
+
+
+ARCHS = {"alexnet": HalSalAlexNet, "resnet152": HalSalResNet}
+SMIC_ARCHS = {"alexnet": SMICAlexNet, "resnet152": SMICResNet}
+# Fusion points per architecture and the paper's choice (AlexNet: before pool2, Sec. 4.2;
+# ResNet-152: footnote 2, "after the fourth residual block", see halsal/models/resnet.py).
+FUSION_POINTS = {"alexnet": ALEXNET_FUSION_POINTS, "resnet152": RESNET_FUSION_POINTS}
+DEFAULT_FUSION = {"alexnet": "pool2", "resnet152": RESNET_DEFAULT_FUSION}
 # ImageNet normalisation (torchvision's weights' transforms) applied to every input.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -22,21 +40,29 @@ def build_model(
     *,
     saliency: str = "hallucinated",
     saliency_depth: int = 4,
-    fusion: str = "pool2",
+    fusion: str | None = None,
     modulation: str = "eq2",
     fc_width: int = 4096,
 ):
-    """A network for ``arch``. ``saliency`` is 'hallucinated', 'external' (SMIC) or 'none'."""
+    """A network for ``arch``. ``saliency`` is 'hallucinated', 'external' (SMIC) or 'none'.
+
+    ``fusion`` defaults to the paper's point for ``arch`` (``DEFAULT_FUSION``); ``fc_width``
+    (fc6/fc7) applies to AlexNet only, ResNet-152 has a single fc layer.
+    """
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHS)}")
+    if saliency not in ("hallucinated", "external", "none"):
+        raise ValueError(f"saliency must be 'hallucinated', 'external' or 'none', got {saliency!r}")
     depth = 0 if saliency == "none" else saliency_depth
-    return ARCHS[arch](
+    cls = SMIC_ARCHS[arch] if saliency == "external" else ARCHS[arch]
+    extra = {"fc_width": fc_width} if arch == "alexnet" else {}
+    return cls(
         num_classes=num_classes,
         saliency_depth=depth,
-        fusion=fusion,
+        fusion=fusion or DEFAULT_FUSION[arch],
         modulation=modulation,
         saliency="external" if saliency == "external" else "hallucinated",
-        fc_width=fc_width,
+        **extra,
     )
 
 
@@ -54,7 +80,8 @@ def init_from_scratch(model) -> None:
             continue
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:  # ResNet's convolutions have none (batch norm follows)
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)
@@ -69,4 +96,32 @@ def parse_variant(variant: str) -> dict:
         raise ValueError(f"variant {variant!r} is not of the form d<depth>-<fusion>-<eq1|eq2>") from exc
 
 
-__all__ = ["build_model", "init_from_scratch", "parse_variant", "HalSalAlexNet", "SaliencyBranch", "modulate", "ARCHS", "MEAN", "STD", "ALEXNET_FUSION_POINTS"]
+def check_variant(arch: str, variant: str) -> dict:
+    """``parse_variant`` plus a check that the fusion point exists in ``arch``."""
+    opts = parse_variant(variant)
+    if arch in FUSION_POINTS and opts["fusion"] not in FUSION_POINTS[arch]:
+        raise ValueError(f"variant {variant!r}: {opts['fusion']!r} is not a fusion point of {arch} "
+                         f"(e.g. {', '.join(list(FUSION_POINTS[arch])[:6])}, ...)")
+    if not 1 <= opts["saliency_depth"] <= 5 or opts["modulation"] not in ("eq1", "eq2"):
+        raise ValueError(f"variant {variant!r}: depth must be 1..5 and modulation eq1 or eq2")
+    return opts
+
+
+def frozen_bn_eval(model) -> None:
+    """``model.train()``, except batch-norm layers whose parameters are all frozen, which stay in
+    eval mode (running statistics used, not updated): Step 1 freezes the RGB and joint branches,
+    and a frozen ResNet must not drift its statistics towards the source batches. Dropout stays
+    active (it regularises what is trained). AlexNet has no batch norm: this is model.train()."""
+    from torch import nn
+
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            params = list(m.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                m.eval()
+
+
+__all__ = ["build_model", "init_from_scratch", "parse_variant", "check_variant", "frozen_bn_eval", "HalSalAlexNet",
+           "HalSalResNet", "SMICAlexNet", "SMICResNet", "SaliencyBranch", "modulate", "ARCHS", "MEAN", "STD",
+           "ALEXNET_FUSION_POINTS", "RESNET_FUSION_POINTS", "FUSION_POINTS", "DEFAULT_FUSION"]

@@ -1,4 +1,9 @@
-"""Reading a prepared dataset and its split into device-resident train/val/test sets."""
+"""Reading a prepared dataset and its split into device-resident train/val/test sets.
+
+For SMIC the per-image saliency maps (uint8 ``(N, S, S)``, aligned with the image cache) are
+stacked as a 4th channel of the device cache, so every random crop and flip cuts the map
+exactly as its image; the model splits the channel off again (halsal.models.smic.MapInput).
+"""
 
 from __future__ import annotations
 
@@ -24,8 +29,33 @@ class SplitData:
     skipped: int  # images of this split skipped by the prepare policy
 
 
+class DeviceImagesWithMaps(DeviceImages):
+    """A uint8 cache ``(N, S, S, 3 + 1)``: RGB plus a saliency map; batches are ``(B, 4, h, w)``
+    with the RGB channels ImageNet-normalised and the map scaled to [0, 1]."""
+
+    def __init__(self, images: np.ndarray, maps: np.ndarray, labels: np.ndarray, device: torch.device,
+                 input_size: int, random_crop: bool = True, flip: bool = True):
+        super().__init__(images, labels, device, input_size, random_crop, flip)
+        if maps.shape != images.shape[:3]:
+            raise HalsalError(f"saliency maps have shape {maps.shape}, the images {images.shape[:3]}")
+        m = torch.from_numpy(np.ascontiguousarray(maps)).to(device)[:, None]
+        self.images = torch.cat([self.images, m], 1)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([super()._normalise(x[:, :3]), x[:, 3:].float() / 255], 1)
+
+    def _crop(self, idx: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor) -> torch.Tensor:
+        ar = torch.arange(self.input_size, device=self.device)
+        ys = (oy[:, None] + ar)[:, None, :, None]
+        xs = (ox[:, None] + ar)[:, None, None, :]
+        c = torch.arange(self.images.shape[1], device=self.device)[None, :, None, None]
+        return self.images[idx[:, None, None, None], c, ys, xs]
+
+
 def load_split(prepared: str | Path, split_tsv: str | Path, k, device: torch.device, input_size: int,
-               random_crop: bool = True, flip: bool = True) -> SplitData:
+               random_crop: bool = True, flip: bool = True, maps: np.ndarray | None = None) -> SplitData:
+    """Train/val/test sets of a split; ``maps`` (uint8 ``(N, S, S)``, rows as the cache) adds the
+    SMIC saliency map as a 4th channel."""
     prepared = Path(prepared)
     images_path = prepared / "images.npy"
     if not images_path.is_file():
@@ -47,8 +77,12 @@ def load_split(prepared: str | Path, split_tsv: str | Path, k, device: torch.dev
         if rows.empty:
             raise HalsalError(f"split {split_tsv} has no {role} images for k={k}")
         augment = role == "train"
-        parts[role] = DeviceImages(cache[rows["row"].to_numpy()], rows["label"].to_numpy(), device, input_size,
-                                   random_crop=random_crop and augment, flip=flip and augment)
+        idx = rows["row"].to_numpy()
+        opts = dict(random_crop=random_crop and augment, flip=flip and augment)
+        if maps is None:
+            parts[role] = DeviceImages(cache[idx], rows["label"].to_numpy(), device, input_size, **opts)
+        else:
+            parts[role] = DeviceImagesWithMaps(cache[idx], maps[idx], rows["label"].to_numpy(), device, input_size, **opts)
         if role == "test":
             test_rows = rows[["row", "path", "label", "class_name"]]
     return SplitData(parts["train"], parts["val"], parts["test"], names, test_rows, skipped)

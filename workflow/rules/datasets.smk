@@ -50,7 +50,9 @@ rule index_folder:
         "python -m halsal index --root {params.root} --out {output.index} > {log} 2>&1"
 
 
+# Downloads need the internet, which cluster compute nodes often lack: run on the submit host.
 rule fetch:
+    localrule: True
     output:
         index="results/datasets/{dataset}/index.tsv",
     params:

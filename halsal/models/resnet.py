@@ -1,0 +1,117 @@
+"""ResNet-152 with a hallucinated-saliency branch (Table 2 of the paper).
+
+The RGB and joint branches are torchvision's ``resnet152`` modules kept under torchvision's
+own attribute names (``conv1``, ``bn1``, ``layer1`` ... ``layer4``, ``fc``), so the ImageNet
+state dict of ``torchvision.models.ResNet152_Weights`` loads by key. The network is a chain
+of units - the stem (conv1, bn1, ReLU, max-pool) and the 50 bottleneck blocks - and the
+fusion point names the unit after which the RGB branch ends:
+
+- ``stem``: after the stem's max-pool (64 x 56 x 56 for a 224 input);
+- ``layer<i>.<j>``: after bottleneck block j of stage i (``layer2.0`` is the 4th block);
+- ``layer<i>``: after the last block of stage i (``layer4``: 2048 x 7 x 7, before avgpool).
+
+The saliency branch is the AlexNet-style branch of :mod:`halsal.models.saliency`; its map is
+resized to the fused feature map's spatial size and modulates it (Eq. 1 / Eq. 2).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import resnet152 as tv_resnet152
+
+from halsal.models.saliency import SaliencyBranch, modulate
+
+# torchvision resnet152: Bottleneck blocks per stage (He et al. 2016, Table 1: 3, 8, 36, 3).
+STAGE_BLOCKS = (3, 8, 36, 3)
+# Footnote 2 of the paper: "after the fourth residual block". Read as the fourth bottleneck
+# block (He et al. call each of them a residual block; the stages are conv2_x .. conv5_x),
+# i.e. the first block of torchvision's layer2: its 28 x 28 output (224 input) is at the
+# scale of AlexNet's chosen fusion before pool2 (27 x 27). The other readings are config
+# values: `layer4` (the fourth stage) and `layer3` (the fourth unit counting the stem).
+DEFAULT_FUSION = "layer2.0"
+
+
+def _unit_names() -> list[str]:
+    return ["stem"] + [f"layer{i + 1}.{j}" for i, n in enumerate(STAGE_BLOCKS) for j in range(n)]
+
+
+UNITS = _unit_names()
+# Every fusion point -> index of the last unit of the RGB branch.
+FUSION_POINTS = {name: i for i, name in enumerate(UNITS)}
+FUSION_POINTS.update({f"layer{i + 1}": FUSION_POINTS[f"layer{i + 1}.{n - 1}"] for i, n in enumerate(STAGE_BLOCKS)})
+
+
+class HalSalResNet(nn.Module):
+    """Two-branch ResNet-152. ``saliency_depth=0`` gives Baseline-RGB (no saliency branch).
+
+    ``saliency="external"`` takes the map as ``forward(x, saliency=maps)`` (SMIC).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        saliency_depth: int = 4,
+        fusion: str = DEFAULT_FUSION,
+        modulation: str = "eq2",
+        saliency: str = "hallucinated",
+    ):
+        super().__init__()
+        if fusion not in FUSION_POINTS:
+            raise ValueError(
+                f"unknown ResNet-152 fusion point {fusion!r}; choose stem, layer1..layer4 or a block "
+                f"layer<i>.<j> (blocks per stage: {STAGE_BLOCKS})"
+            )
+        base = tv_resnet152(weights=None, num_classes=num_classes)
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"):
+            setattr(self, name, getattr(base, name))
+        self.fusion = fusion
+        self.split = FUSION_POINTS[fusion] + 1  # units [0, split) form the RGB branch
+        self.modulation = modulation
+        self.saliency = saliency
+        self.saliency_branch = (
+            SaliencyBranch(saliency_depth) if saliency == "hallucinated" and saliency_depth > 0 else None
+        )
+        self.has_saliency = saliency == "external" or self.saliency_branch is not None
+        nn.init.xavier_uniform_(self.fc.weight)  # Sec. 4.1: the top layer from scratch (Xavier)
+        nn.init.zeros_(self.fc.bias)
+
+    def _units(self) -> list[nn.Module]:
+        stem = lambda x: self.maxpool(self.relu(self.bn1(self.conv1(x))))  # noqa: E731
+        return [stem, *self.layer1, *self.layer2, *self.layer3, *self.layer4]
+
+    # The three parts of Fig. 1.
+    def rgb_branch(self, x: torch.Tensor) -> torch.Tensor:
+        for unit in self._units()[: self.split]:
+            x = unit(x)
+        return x
+
+    def joint_branch(self, l_hat: torch.Tensor) -> torch.Tensor:
+        x = l_hat
+        for unit in self._units()[self.split :]:
+            x = unit(x)
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    def saliency_map(self, x: torch.Tensor, size: tuple[int, int], external: torch.Tensor | None = None):
+        """The map ``s`` at the fusion point's spatial ``size``."""
+        if self.saliency == "external":
+            if external is None:
+                raise ValueError("this model takes an explicit saliency map: pass saliency=...")
+            return nn.functional.interpolate(external, size=size, mode="bilinear", align_corners=False)
+        return self.saliency_branch(x, size)
+
+    def forward(self, x: torch.Tensor, saliency: torch.Tensor | None = None, return_saliency: bool = False):
+        l = self.rgb_branch(x)
+        s = None
+        if self.has_saliency:
+            s = self.saliency_map(x, tuple(l.shape[-2:]), saliency)
+            l = modulate(l, s, self.modulation)
+        logits = self.joint_branch(l)
+        return (logits, s) if return_saliency else logits
+
+    # Parameter groups used by the training steps (Sec. 3.4).
+    def rgb_and_joint_parameters(self):
+        return [p for n, p in self.named_parameters() if not n.startswith("saliency_branch.")]
+
+    def top_layer(self) -> nn.Linear:
+        return self.fc
