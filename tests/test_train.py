@@ -162,3 +162,40 @@ def test_killed_run_resumes_to_the_same_result(tiny, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(out / "history.tsv", sep="\t").drop(columns="seconds"),
                                   pd.read_csv(tmp_path / "ref" / "history.tsv", sep="\t").drop(columns="seconds"))
     np.testing.assert_array_equal(np.load(out / "saliency.npz")["after"], np.load(tmp_path / "ref" / "saliency.npz")["after"])
+
+
+def test_device_batches_crop_flip_and_normalise_exactly():
+    from halsal.models import MEAN, STD
+    from halsal.train.data import DeviceImages
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (7, 10, 10, 3), dtype=np.uint8)
+    data = DeviceImages(images, np.arange(7), torch.device("cpu"), input_size=6)
+    gen = torch.Generator().manual_seed(1)
+    seen = []
+    mean = torch.tensor(MEAN).view(3, 1, 1) * 255
+    std = torch.tensor(STD).view(3, 1, 1) * 255
+    for x, y in data.train_batches(3, gen):
+        assert x.shape[1:] == (3, 6, 6) and x.dtype == torch.float32
+        raw = (x * std + mean).round().to(torch.uint8)
+        for img, label in zip(raw, y.tolist()):
+            full = torch.from_numpy(images[label]).permute(2, 0, 1)
+            # The crop is one of the 5 x 5 windows of the cached image, mirrored or not.
+            windows = [full[:, i:i + 6, j:j + 6] for i in range(5) for j in range(5)]
+            assert any(torch.equal(img, w) or torch.equal(img, w.flip(-1)) for w in windows)
+            seen.append(label)
+    assert sorted(seen) == list(range(7))  # every image exactly once per epoch
+    xs, ys = next(data.eval_batches(7))
+    centre = torch.from_numpy(images[:, 2:8, 2:8]).permute(0, 3, 1, 2)
+    assert torch.equal((xs * std + mean).round().to(torch.uint8), centre) and ys.tolist() == list(range(7))
+
+
+def test_gpu_gather_crops_equal_cpu_slices():
+    from halsal.train.data import gather_crops, sliced_crops
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (9, 3, 12, 12), dtype=torch.uint8, generator=g)
+    idx = torch.randperm(9, generator=g)[:5]
+    oy, ox = torch.randint(0, 5, (5,), generator=g), torch.randint(0, 5, (5,), generator=g)
+    flip = torch.tensor([True, False, True, False, True])
+    assert torch.equal(gather_crops(images, idx, oy, ox, flip, 8), sliced_crops(images, idx, oy, ox, flip, 8))

@@ -39,16 +39,14 @@ class DeviceImages:
         return len(self.labels)
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.mean) / self.std
+        x = x.float()
+        return x.sub_(self.mean).div_(self.std)
 
-    def _crop(self, idx: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor) -> torch.Tensor:
-        """Per-sample crops by one gather: rows ``oy + i`` and columns ``ox + j``."""
-        ar = torch.arange(self.input_size, device=self.device)
-        ys = (oy[:, None] + ar)[:, None, :, None]  # (B, 1, H, 1)
-        xs = (ox[:, None] + ar)[:, None, None, :]  # (B, 1, 1, W)
-        b = idx[:, None, None, None]
-        c = torch.arange(3, device=self.device)[None, :, None, None]
-        return self.images[b, c, ys, xs]
+    def _crop(self, idx: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+        """Per-sample crops (and flips) of the cached images, as uint8 (B, 3, S, S)."""
+        if self.device.type == "cuda":
+            return gather_crops(self.images, idx, oy, ox, flip, self.input_size)
+        return sliced_crops(self.images, idx, oy, ox, flip, self.input_size)
 
     def train_batches(self, batch_size: int, generator: torch.Generator):
         """Shuffled, augmented batches for one epoch (deterministic in ``generator``)."""
@@ -65,9 +63,7 @@ class DeviceImages:
                 oy = ox = torch.full((b,), (size - self.input_size) // 2)
             flip = torch.rand(b, generator=generator) < 0.5 if self.flip else torch.zeros(b, dtype=torch.bool)
             idx, oy, ox, flip = (t.to(self.device) for t in (idx, oy, ox, flip))
-            x = self._crop(idx, oy, ox)
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            yield self._normalise(x), self.labels[idx]
+            yield self._normalise(self._crop(idx, oy, ox, flip)), self.labels[idx]
 
     def eval_batches(self, batch_size: int = 128):
         """Centre crops in order."""
@@ -76,6 +72,24 @@ class DeviceImages:
         for start in range(0, len(self), batch_size):
             x = self.images[start:start + batch_size, :, off:off + self.input_size, off:off + self.input_size]
             yield self._normalise(x), self.labels[start:start + batch_size]
+
+
+def gather_crops(images, idx, oy, ox, flip, s: int) -> torch.Tensor:
+    """One gather kernel (used on the GPU): rows oy + i, columns ox + j, mirrored where flipped."""
+    ar = torch.arange(s, device=images.device)
+    cols = torch.where(flip[:, None], ox[:, None] + s - 1 - ar, ox[:, None] + ar)
+    ys = (oy[:, None] + ar)[:, None, :, None]
+    c = torch.arange(3, device=images.device)[None, :, None, None]
+    return images[idx[:, None, None, None], c, ys, cols[:, None, None, :]]
+
+
+def sliced_crops(images, idx, oy, ox, flip, s: int) -> torch.Tensor:
+    """Slice copies (used on the CPU, where they are 4x faster than the gather)."""
+    out = torch.empty((len(idx), 3, s, s), dtype=images.dtype, device=images.device)
+    for i, (j, y, x, f) in enumerate(zip(idx.tolist(), oy.tolist(), ox.tolist(), flip.tolist())):
+        crop = images[j, :, y:y + s, x:x + s]
+        out[i] = crop.flip(-1) if f else crop
+    return out
 
 
 def resolve_device(name: str = "auto") -> torch.device:
