@@ -4,13 +4,15 @@
 #   snakemake --cores all                                  # default: synthetic, offline demo
 #   snakemake --cores all --configfile config/paper.yaml   # the paper's protocol
 #   snakemake --report reports/report.html                 # the HTML report
+#   snakemake table1 | table2 | figure2 | figure3 | eq1_vs_eq2  # one piece of the paper alone
 #
-# Stages (one .smk each): datasets -> prepare -> train (Steps 0-2) -> report.
+# Stages (one .smk each): datasets -> prepare -> train (Steps 0-2) -> ablations -> report.
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/ablations.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -22,3 +24,37 @@ rule all:
         finetune_metrics(),
         report_targets(),
     default_target: True
+
+
+# Named targets: the fine-tuning runs behind one table or figure of the paper (with their
+# datasets, backbones, Step-1 branches and SMIC maps), nothing else.
+
+
+rule table1:
+    input:
+        table_metrics("alexnet"),
+    localrule: True
+
+
+rule table2:
+    input:
+        table_metrics("resnet152"),
+    localrule: True
+
+
+rule figure2:
+    input:
+        ablation_metrics("depth"),
+    localrule: True
+
+
+rule figure3:
+    input:
+        ablation_metrics("fusion"),
+    localrule: True
+
+
+rule eq1_vs_eq2:
+    input:
+        ablation_metrics("modulation"),
+    localrule: True

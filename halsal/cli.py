@@ -7,6 +7,7 @@ The stages, in workflow order:
   prepare                    decode + resize + crop once (DALI) -> images.npy + manifest
   backbone                   Step 0: ImageNet weights, a local file, or train from scratch
   pretrain-saliency          Step 1: saliency branch only, on the source set
+  smic-maps                  explicit saliency maps of a dataset (SMIC): spectral residual or PNGs
   finetune                   Step 2: one method / k / seed on a fine-grained dataset
   aggregate, tables, ...     the report (see `halsal <command> --help`)
 
@@ -38,7 +39,7 @@ def _optim_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     g.add_argument("--checkpoint-seconds", type=float, default=60.0,
                    help="seconds between resumable checkpoints (0: every epoch)")
-    g.add_argument("--fc-width", type=int, default=4096, help="width of fc6/fc7 (AlexNet: 4096)")
+    g.add_argument("--fc-width", type=int, default=4096, help="width of fc6/fc7 (AlexNet: 4096; ResNet-152 ignores it)")
 
 
 def _optim(args):
@@ -133,11 +134,18 @@ def cmd_finetune(args) -> None:
 
     metrics = finetune(arch=args.arch, method=args.method, variant=args.variant, k=args.k, seed=args.seed,
                        dataset=args.dataset, prepared=args.prepared, split_tsv=args.split, backbone_pt=args.backbone,
-                       saliency_pt=args.saliency, out_dir=args.out_dir, cfg=_optim(args), input_size=args.input_size,
+                       saliency_pt=args.saliency, maps=args.maps, out_dir=args.out_dir, cfg=_optim(args), input_size=args.input_size,
                        device=resolve_device(args.device), augment=_augment(args), synthetic=args.synthetic,
                        threads=args.threads)
     print(f"{args.method} k={args.k} seed={args.seed}: val {metrics['val_acc']:.3f} (epoch {metrics['best_epoch']}), "
           f"test {metrics['test_acc']:.3f}{' [SYNTHETIC data]' if args.synthetic else ''}")
+
+
+def cmd_smic_maps(args) -> None:
+    from halsal.train.steps import smic_maps
+
+    info = smic_maps(args.index, args.prepared, args.out, source=args.source, folder=args.folder)
+    print(f"SMIC maps ({info['source']}): {info['n']} x {info['size']}x{info['size']} -> {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,6 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     _optim_args(p)
     p.set_defaults(func=cmd_pretrain)
 
+    p = sub.add_parser("smic-maps", help="explicit saliency maps of a prepared dataset for the SMIC method")
+    p.add_argument("--index", required=True, help="the dataset's index.tsv")
+    p.add_argument("--prepared", required=True, help="its prepared folder (images.npy, manifest.tsv)")
+    p.add_argument("--source", choices=["spectral_residual", "folder"], default="spectral_residual",
+                   help="spectral residual of the cached images (Hou & Zhang 2007), or a folder of PNGs")
+    p.add_argument("--folder", default=None, help="folder of grayscale PNGs, <class>/<file>.png like the images")
+    p.add_argument("--out", required=True, help="maps.npy to write (uint8 N x S x S) and a .json beside it")
+    p.set_defaults(func=cmd_smic_maps)
+
     p = sub.add_parser("finetune", help="Step 2: one fine-tuning run (method, k, seed)")
     p.add_argument("--arch", required=True, choices=["alexnet", "resnet152"])
     p.add_argument("--method", required=True, choices=["baseline", "scratch_sal", "smic", "approach_a", "approach_b"])
@@ -219,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True)
     p.add_argument("--backbone", required=True)
     p.add_argument("--saliency", default=None, help="Step-1 saliency weights (approach_a/b)")
+    p.add_argument("--maps", default=None, help="the dataset's SMIC saliency maps, from smic-maps (smic)")
     p.add_argument("--synthetic", action="store_true", help="label the results as synthetic")
     p.add_argument("--out-dir", required=True)
     _optim_args(p)

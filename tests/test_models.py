@@ -109,3 +109,21 @@ def test_parse_variant():
     assert parse_variant("d3-conv3-eq1") == {"saliency_depth": 3, "fusion": "conv3", "modulation": "eq1"}
     with pytest.raises(ValueError):
         parse_variant("nonsense")
+
+
+def test_smic_alexnet_takes_the_map_as_a_fourth_channel():
+    torch.manual_seed(0)
+    model = build_model("alexnet", 4, saliency="external").eval()
+    assert model.saliency_branch is None and model.has_saliency
+    x, m = torch.randn(2, 3, 112, 112), torch.rand(2, 1, 112, 112)
+    logits, s = model(torch.cat([x, m], 1), return_saliency=True)
+    torch.testing.assert_close(logits, model(x, saliency=m))
+    assert s.shape == (2, 1, 13, 13) and s.min() >= 0
+    with pytest.raises(ValueError, match="explicit saliency map"):
+        model(x)
+
+
+def test_default_fusion_per_arch():
+    assert build_model("alexnet", 3).fusion == "pool2"
+    with pytest.raises(ValueError, match="unknown AlexNet fusion point"):
+        build_model("alexnet", 3, fusion="layer2.0")

@@ -39,12 +39,15 @@ def test_lint_is_clean():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_paper_dry_run_lists_the_alexnet_grid(tmp_path):
+def test_paper_dry_run_lists_the_whole_paper(tmp_path):
     proc = snakemake("-n", "--configfile", str(REPO / "config/paper.yaml"), cwd=tmp_path)
     counts = job_counts(proc.stdout)
-    assert counts["finetune"] == 3 * 4 * 10 * 3  # datasets x methods x k x seeds
+    # Tables 1 and 2: archs x datasets x methods x k x seeds; Figures 2-3 and Eq. 1 vs 2 add
+    # 9 AlexNet variants of approach_b on Flowers (4 k x 3 seeds); the rest are in Table 1.
+    assert counts["finetune"] == 2 * 3 * 5 * 10 * 3 + 9 * 4 * 3 == 1008
     assert counts["fetch"] == 4  # three datasets and the ImageNet validation source
-    assert counts["pretrain_saliency"] == 1 and counts["backbone"] == 1
+    assert counts["backbone"] == 2 and counts["smic_maps"] == 3
+    assert counts["pretrain_saliency"] == 1 + 1 + 9  # ResNet-152, AlexNet main variant, 9 ablation variants
 
 
 def test_bad_config_key_is_named(tmp_path):

@@ -57,7 +57,7 @@ def spectral_residual_maps(images: np.ndarray, batch: int = 256) -> np.ndarray:
     out = np.zeros((n, h, w), dtype=np.uint8)
     small = (max(1, round(h * SR_WIDTH / w)), SR_WIDTH)
     for start in range(0, n, batch):
-        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch])).float().div_(255)
+        x = torch.from_numpy(np.array(images[start:start + batch])).float().div_(255)  # a copy: mmap is read-only
         gray = (x * torch.tensor([0.299, 0.587, 0.114])).sum(-1)[:, None]  # rgb2gray weights
         gray = F.interpolate(gray, size=small, mode="bilinear", antialias=True, align_corners=False)
         sal = torch.from_numpy(spectral_residual(gray[:, 0].numpy()))[:, None]

@@ -1,8 +1,14 @@
 """Pretrained weights: torchvision enums, local files, and torchvision-keyed state dicts.
 
 A backbone is always exchanged as a plain torchvision state dict (``features.*`` /
-``classifier.*`` for AlexNet), so it loads into ``torchvision.models.alexnet()`` by key and
-into the RGB and joint branches of :class:`~halsal.models.alexnet.HalSalAlexNet`.
+``classifier.*`` for AlexNet, ``conv1.*`` ... ``layer4.*`` / ``fc.*`` for ResNet-152), so it
+loads into ``torchvision.models.alexnet()`` / ``resnet152()`` by key and into the RGB and
+joint branches of :class:`~halsal.models.alexnet.HalSalAlexNet` /
+:class:`~halsal.models.resnet.HalSalResNet`.
+
+``model.weights`` in the config: ``imagenet`` (the torchvision enum below: downloads to the
+torch hub cache and checks the hash), a local ``.pt``/``.pth``/``.safetensors`` file (read with
+``weights_only=True`` or safetensors: nothing is unpickled), or ``scratch`` (Step 0 trains it).
 """
 
 from __future__ import annotations
@@ -57,8 +63,12 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
             state = torch_load(path)
         except Exception as exc:
             raise HalsalError(f"{path} is not a loadable weights file ({exc}); it must hold a state dict of tensors") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    for key in ("state_dict", "model"):  # training checkpoints that wrap the state dict
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if isinstance(state, dict) and state and all(str(k).startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}  # saved from DataParallel/DDP
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise HalsalError(f"{path} does not hold a state dict of tensors")
     return state

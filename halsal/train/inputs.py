@@ -30,26 +30,37 @@ class SplitData:
 
 
 class DeviceImagesWithMaps(DeviceImages):
-    """A uint8 cache ``(N, S, S, 3 + 1)``: RGB plus a saliency map; batches are ``(B, 4, h, w)``
-    with the RGB channels ImageNet-normalised and the map scaled to [0, 1]."""
+    """RGB images plus one saliency map per image (uint8 ``(N, S, S)``); batches are
+    ``(B, 4, h, w)``: the RGB channels ImageNet-normalised, the map scaled to [0, 1], cut with
+    the same crop offsets and flips as its image."""
 
     def __init__(self, images: np.ndarray, maps: np.ndarray, labels: np.ndarray, device: torch.device,
                  input_size: int, random_crop: bool = True, flip: bool = True):
         super().__init__(images, labels, device, input_size, random_crop, flip)
         if maps.shape != images.shape[:3]:
             raise HalsalError(f"saliency maps have shape {maps.shape}, the images {images.shape[:3]}")
-        m = torch.from_numpy(np.ascontiguousarray(maps)).to(device)[:, None]
-        self.images = torch.cat([self.images, m], 1)
+        self.maps = torch.from_numpy(np.ascontiguousarray(maps)).to(device)
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([super()._normalise(x[:, :3]), x[:, 3:].float() / 255], 1)
+        if x.shape[1] == 4:
+            return torch.cat([super()._normalise(x[:, :3]), x[:, 3:].float() / 255], 1)
+        return super()._normalise(x)
 
-    def _crop(self, idx: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor) -> torch.Tensor:
+    def _crop(self, idx: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+        rgb = super()._crop(idx, oy, ox, flip)
         ar = torch.arange(self.input_size, device=self.device)
-        ys = (oy[:, None] + ar)[:, None, :, None]
-        xs = (ox[:, None] + ar)[:, None, None, :]
-        c = torch.arange(self.images.shape[1], device=self.device)[None, :, None, None]
-        return self.images[idx[:, None, None, None], c, ys, xs]
+        cols = torch.where(flip[:, None], ox[:, None] + self.input_size - 1 - ar, ox[:, None] + ar)
+        rows = oy[:, None] + ar
+        maps = self.maps[idx[:, None, None], rows[:, :, None], cols[:, None, :]]
+        return torch.cat([rgb, maps[:, None]], 1)
+
+    def eval_batches(self, batch_size: int = 128):
+        """Centre crops in order, the map as the 4th channel."""
+        off = (self.images.shape[-1] - self.input_size) // 2
+        win = slice(off, off + self.input_size)
+        for (x, y), start in zip(super().eval_batches(batch_size), range(0, len(self), batch_size)):
+            m = self.maps[start:start + batch_size, None, win, win]
+            yield torch.cat([x, m.float() / 255], 1), y
 
 
 def load_split(prepared: str | Path, split_tsv: str | Path, k, device: torch.device, input_size: int,

@@ -6,10 +6,15 @@
   set by classification alone, with the RGB and joint branches frozen.
 - Step 2, :func:`finetune`: one method, k and seed on a fine-grained dataset, fc8 re-initialised
   (Xavier), the epoch selected on validation accuracy.
+- :func:`smic_maps`: the explicit saliency maps of a dataset for the SMIC row.
+
+Batch norm (ResNet-152): layers whose parameters are frozen stay in eval mode (Step 1: the
+whole backbone), everything trained is in train mode (Step 0 from scratch, Step 2).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -18,9 +23,10 @@ import pandas as pd
 import torch
 
 from halsal.errors import HalsalError
-from halsal.io import save_npz, torch_load, torch_save, write_json, write_tsv
-from halsal.models import build_model, init_from_scratch, parse_variant
+from halsal.io import save_npy, save_npz, torch_load, torch_save, write_json, write_tsv
+from halsal.models import build_model, check_variant, frozen_bn_eval, init_from_scratch
 from halsal.models.weights import backbone_state_dict, imagenet_state_dict, load_backbone, load_weights_file
+from halsal.models.smic import load_maps
 from halsal.train.inputs import load_split
 from halsal.train.loop import OptimConfig, accuracy, fit, predict, seed_everything
 
@@ -61,6 +67,8 @@ def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, 
         result = fit(model, data.train, data.val, cfg, seed=0, checkpoint=out.with_suffix(".ckpt"), desc="backbone",
                      fingerprint={"step": 0, "arch": arch, "input": input_size})
         model.load_state_dict(result.best_state)
+        _check_finite(result, "Step 0 (backbone from scratch)", "train.backbone.lr")
+        recalibrate_batchnorm(model, data.train)
         state = backbone_state_dict(model)
         info.update(source="trained from scratch on the source set", classes=data.class_names,
                     best_epoch=result.best_epoch, val_acc=result.best_val_acc, test_acc=accuracy(model, data.test),
@@ -76,6 +84,43 @@ def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, 
     write_json(out.with_suffix(".json"), info)
     out.with_suffix(".ckpt").unlink(missing_ok=True)
     return info
+
+
+def _check_finite(result, step: str, lr_key: str) -> None:
+    """A diverged run (NaN/inf training loss) is an error, never a result at chance level."""
+    bad = [row["epoch"] for row in result.history if not np.isfinite(row["train_loss"])]
+    if bad:
+        raise HalsalError(f"{step} diverged: the training loss is NaN/inf from epoch {bad[0]}; lower {lr_key}")
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, data, batch_size: int = 64) -> None:
+    """Batch-norm running statistics recomputed as exact averages over ``data`` (centre crops),
+    for a backbone trained from scratch: after a short Step 0 the running averages still lean
+    on their initial values, and Steps 1-2 use the frozen backbone in eval mode."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    was_training = model.training
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    model.train()
+    for x, _ in data.eval_batches(batch_size):
+        model(x)
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    model.train(was_training)
+
+
+def _maps_source(maps) -> str:
+    """What made the SMIC maps (from the smic-maps JSON beside them), for metrics.json."""
+    info = Path(maps).with_suffix(".json")
+    try:
+        return json.loads(info.read_text())["source"]
+    except (OSError, ValueError, KeyError):
+        return str(maps)
 
 
 def _top_weight_key(arch: str) -> str:
@@ -106,13 +151,16 @@ def pretrain_saliency(arch: str, variant: str, backbone_pt: str | Path, out: str
             f"must use the backbone's classes (ImageNet weights need ImageNet validation images with ImageNet labels)"
         )
     seed_everything(0)
-    model = build_model(arch, classes, **parse_variant(variant), **_shape_opts(arch, state)).to(device)
+    model = build_model(arch, classes, **_variant(arch, variant), **_shape_opts(arch, state)).to(device)
     load_backbone(model, state)
     for p in model.rgb_and_joint_parameters():
         p.requires_grad_(False)  # frozen: only the saliency branch learns (Fig. 1, left)
+    # Frozen batch norm (ResNet) stays in eval mode: its ImageNet statistics are kept.
     result = fit(model, data.train, data.val, cfg, seed=0, checkpoint=out.with_suffix(".ckpt"), desc="pretrain_saliency",
-                 fingerprint={"step": 1, "arch": arch, "variant": variant, "input": input_size})
+                 fingerprint={"step": 1, "arch": arch, "variant": variant, "input": input_size},
+                 train_mode=frozen_bn_eval)
     model.load_state_dict(result.best_state)
+    _check_finite(result, f"Step 1 ({arch}, {variant})", "train.pretrain.lr")
     sal = {k: v.cpu() for k, v in model.state_dict().items() if k.startswith("saliency_branch.")}
     torch_save(out, sal)
     info = {"arch": arch, "variant": variant, "best_epoch": result.best_epoch, "val_acc": result.best_val_acc,
@@ -122,38 +170,59 @@ def pretrain_saliency(arch: str, variant: str, backbone_pt: str | Path, out: str
     return info
 
 
+def _variant(arch: str, variant: str) -> dict:
+    try:
+        return check_variant(arch, variant)
+    except ValueError as exc:
+        raise HalsalError(f"{exc}; set model.fusion (or the ablation fusions) to a fusion point of {arch}") from exc
+
+
 def finetune(*, arch: str, method: str, variant: str, k, seed: int, dataset: str, prepared, split_tsv,
-             backbone_pt, saliency_pt=None, out_dir, cfg: OptimConfig, input_size: int,
+             backbone_pt, saliency_pt=None, maps=None, out_dir, cfg: OptimConfig, input_size: int,
              device=torch.device("cpu"), augment: dict | None = None, synthetic: bool = False,
              threads: int | None = None) -> dict:
-    """Step 2: one fine-tuning run. Writes metrics.json last, so its presence means done."""
+    """Step 2: one fine-tuning run. Writes metrics.json last, so its presence means done.
+
+    ``maps`` (method ``smic``): the dataset's saliency maps file (``halsal smic-maps``).
+    """
     _num_threads(threads)
     if method not in METHODS:
         raise HalsalError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    if method == "smic":
-        raise HalsalError("method 'smic' needs explicit saliency maps; it is not available in this build")
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     aug = augment or {}
-    data = load_split(prepared, split_tsv, k, device, input_size, aug.get("random_crop", True), aug.get("flip", True))
     kind, from_step1, freeze = METHODS[method]
+    map_cache = None
+    if kind == "external":
+        if maps is None:
+            raise HalsalError("method smic needs the dataset's saliency maps (the smic_maps rule's maps.npy)")
+        images = np.load(Path(prepared) / "images.npy", mmap_mode="r", allow_pickle=False)
+        map_cache = load_maps(maps, images.shape[0], images.shape[1])
+    data = load_split(prepared, split_tsv, k, device, input_size, aug.get("random_crop", True), aug.get("flip", True),
+                      maps=map_cache)
     seed_everything(seed)  # the Xavier init of fc8 (and of a scratch saliency branch) depends on the seed
     state = torch_load(backbone_pt)
-    model = build_model(arch, len(data.class_names), saliency=kind, **parse_variant(variant), **_shape_opts(arch, state)).to(device)
+    model = build_model(arch, len(data.class_names), saliency=kind, **_variant(arch, variant), **_shape_opts(arch, state)).to(device)
     load_backbone(model, state, skip_top=True)
     if from_step1:
         if saliency_pt is None:
             raise HalsalError(f"method {method} needs the Step-1 saliency weights (pretrain_saliency output)")
-        model.load_state_dict(torch_load(saliency_pt), strict=False)
+        sal = torch_load(saliency_pt)
+        if not all(torch.isfinite(v).all() for v in sal.values()):
+            raise HalsalError(f"the Step-1 saliency weights {saliency_pt} hold NaN/inf (Step 1 diverged): "
+                              "lower train.pretrain.lr, delete the file and re-run")
+        model.load_state_dict(sal, strict=False)
     if freeze:
         for p in model.saliency_branch.parameters():
             p.requires_grad_(False)  # Approach A (Fig. 1, middle)
-    has_map = model.saliency_branch is not None
+    has_map = model.has_saliency  # hallucinated, or SMIC's explicit map at the fusion point
     before = predict(model, data.test, with_saliency=True)[1] if has_map else None
     result = fit(model, data.train, data.val, cfg, seed=seed, checkpoint=out_dir / "checkpoint.pt", desc=f"{method} k={k} seed={seed}",
                  fingerprint={"step": 2, "arch": arch, "method": method, "variant": variant, "k": str(k),
-                              "dataset": dataset, "input": input_size, "augment": aug})
+                              "dataset": dataset, "input": input_size, "augment": aug},
+                 train_mode=frozen_bn_eval)
     model.load_state_dict(result.best_state)
+    _check_finite(result, f"Step 2 ({arch}, {method}, {variant}, k={k}, seed={seed})", "train.finetune.lr")
     if has_map:
         preds, after = predict(model, data.test, with_saliency=True)
         save_npz(out_dir / "saliency.npz", before=before.numpy().astype(np.float16),
@@ -175,6 +244,44 @@ def finetune(*, arch: str, method: str, variant: str, k, seed: int, dataset: str
         "config": {**cfg.__dict__, "augment": aug}, "wall_seconds": round(time.perf_counter() - t0, 2),
         "device": str(device),
     }
+    if kind == "external":
+        metrics["saliency_maps"] = _maps_source(maps)
     write_json(out_dir / "metrics.json", metrics)
     (out_dir / "checkpoint.pt").unlink(missing_ok=True)
     return metrics
+
+
+def smic_maps(index_tsv, prepared, out, *, source: str = "spectral_residual", folder=None) -> dict:
+    """The SMIC maps of a dataset: uint8 ``(N, S, S)`` aligned with index.tsv and the image cache,
+    from the spectral residual of the cached images or from a folder of PNGs; a JSON beside."""
+    from halsal.data.datasets import read_index
+    from halsal.models.smic import folder_maps, spectral_residual_maps
+
+    prepared = Path(prepared)
+    images_path = prepared / "images.npy"
+    if not images_path.is_file():
+        raise HalsalError(f"{images_path} is missing: run the prepare rule for this dataset first")
+    images = np.load(images_path, mmap_mode="r", allow_pickle=False)
+    index = read_index(index_tsv)
+    if len(index) != images.shape[0]:
+        raise HalsalError(f"{index_tsv} has {len(index)} rows but {images_path} {images.shape[0]}: re-run prepare")
+    if source == "spectral_residual":
+        maps = spectral_residual_maps(images)
+        label = "spectral residual (Hou & Zhang 2007), computed from the prepared images"
+    elif source == "folder":
+        if not folder:
+            raise HalsalError("smic.source is 'folder' but no folder was given for this dataset: set smic.folders.<dataset>")
+        ok = None
+        manifest = prepared / "manifest.tsv"
+        if manifest.is_file():  # images the prepare stage skipped need no map
+            status = pd.read_csv(manifest, sep="\t", keep_default_na=False).set_index("row")["status"]
+            ok = pd.Series(range(len(index))).map(status).eq("ok").to_numpy()
+        maps = folder_maps(index, folder, images.shape[1], ok)
+        label = f"precomputed maps from {folder}"
+    else:
+        raise HalsalError(f"unknown SMIC map source {source!r}; choose spectral_residual or folder")
+    out = Path(out)
+    save_npy(out, maps)
+    info = {"source": label, "n": int(maps.shape[0]), "size": int(maps.shape[1]), "mean": float(maps.mean() / 255)}
+    write_json(out.with_suffix(".json"), info)
+    return info

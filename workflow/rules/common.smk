@@ -20,8 +20,35 @@ validate(config, schema="../schemas/config.schema.yaml")
 M = config["model"]
 DATA = config["data"]
 RES = config["resources"]
-# The default ablation variant: saliency depth, fusion point, modulation equation.
-VARIANT = f"d{M['saliency_depth']}-{M['fusion']}-{M['modulation']}"
+# Each arch's paper default fusion point (halsal.models.DEFAULT_FUSION; ResNet-152: footnote 2,
+# "after the fourth residual block", read as the 4th bottleneck block, see docs/decisions.md).
+DEFAULT_FUSION = {"alexnet": "pool2", "resnet152": "layer2.0"}
+
+
+def per_arch(value, arch, default=None):
+    """A model setting given as one value for every arch or as an {arch: value} mapping."""
+    if isinstance(value, dict):
+        return value.get(arch, default)
+    return value
+
+
+def fusion_for(arch):
+    return per_arch(M["fusion"], arch, DEFAULT_FUSION[arch])
+
+
+def weights_for(arch):
+    return per_arch(M["weights"], arch, "imagenet")
+
+
+def variant_for(arch, depth=None, fusion=None, modulation=None):
+    """The {variant} wildcard: saliency depth, fusion point, modulation equation."""
+    return (f"d{depth or M['saliency_depth']}-{fusion or fusion_for(arch)}-{modulation or M['modulation']}")
+
+
+# The main (non-ablation) variant of each arch; VARIANT is the first configured arch's (the
+# report's tables and plots use it).
+VARIANTS = {arch: variant_for(arch) for arch in ("alexnet", "resnet152")}
+VARIANT = VARIANTS[config["archs"][0]]
 SOURCE = config["source"]["name"]
 LOGS = "logs"
 BENCH = "benchmarks"
@@ -58,9 +85,10 @@ def run_dir(arch, dataset, method, variant, k, seed):
 
 
 def finetune_metrics(archs=None, datasets=None, methods=None, ks=None, seeds=None, variant=None):
-    """metrics.json paths of a fine-tuning grid (defaults: the configured main grid)."""
+    """metrics.json paths of a fine-tuning grid (defaults: the configured main grid, each arch
+    at its main variant)."""
     return [
-        f"{run_dir(a, d, m, variant or VARIANT, k, s)}/metrics.json"
+        f"{run_dir(a, d, m, variant or VARIANTS[a], k, s)}/metrics.json"
         for a in (archs or config["archs"])
         for d in (datasets or list(config["datasets"]))
         for m in (methods or config["methods"])
@@ -97,12 +125,14 @@ def optim_args(step):
 
 
 def max_k():
-    ints = [k for k in config["ks"] if k != "K"]
+    """The largest integer k of the main grid and the ablations (the split needs it)."""
+    ks = list(config["ks"]) + list(config.get("ablations", {}).get("ks") or [])
+    ints = [k for k in ks if k != "K"]
     return max(ints) if ints else 1
 
 
 def backbone_inputs(wildcards):
-    if config["model"]["weights"] == "scratch":
+    if weights_for(wildcards.arch) == "scratch":
         return {"prepared": f"results/prepared/{SOURCE}/images.npy", "split": f"results/splits/{SOURCE}/seed0.tsv"}
     return {}
 
@@ -115,3 +145,57 @@ def saliency_input(wildcards):
     if wildcards.method in FROM_STEP1:
         return f"results/models/{wildcards.arch}/saliency_{wildcards.variant}.pt"
     return []
+
+
+SMIC = config["smic"]
+
+
+def smic_maps_input(wildcards):
+    """The dataset's explicit saliency maps, for method smic only."""
+    if wildcards.method == "smic":
+        return f"results/smic/{wildcards.dataset}/maps.npy"
+    return []
+
+
+def smic_folder(dataset):
+    """`--folder` of the smic-maps command for this dataset (source: folder)."""
+    if SMIC["source"] != "folder":
+        return ""
+    folder = SMIC["folders"].get(dataset)
+    if not folder:
+        raise ValueError(f"smic.source is 'folder' but smic.folders has no entry for dataset {dataset!r}: "
+                         "add the folder of its PNG maps, or set smic.source: spectral_residual")
+    return f"--folder {folder}"
+
+
+def check_fusion_points(archs=None):
+    """Fail at parse time (a dry run) on a fusion point that the arch does not have."""
+    try:
+        from halsal.models import FUSION_POINTS
+    except ImportError:  # the Snakemake process has no torch: the finetune job checks instead
+        return
+    abl = config.get("ablations") or {}
+    wanted = {(a, fusion_for(a), "model.fusion") for a in (archs or config["archs"])}
+    if archs is None:
+        wanted |= {(a, f, "ablations.fusions") for a in abl.get("archs", []) for f in abl.get("fusions", [])}
+    for arch, fusion, key in sorted(wanted):
+        if fusion not in FUSION_POINTS[arch]:
+            names = [n for n in FUSION_POINTS[arch] if "." not in n]
+            blocks = ", layer<i>.<j> (a bottleneck block)" if len(names) < len(FUSION_POINTS[arch]) else ""
+            raise ValueError(f"config {key}: {fusion!r} is not a fusion point of {arch}; choose one of "
+                             f"{', '.join(names)}{blocks}, or give model.fusion per arch "
+                             "(see workflow/schemas/config.schema.yaml)")
+
+
+check_fusion_points()
+
+
+def table_metrics(arch):
+    """Input function of the table1/table2 targets: the main grid of ``arch``, which may be
+    outside config `archs` (so its fusion point is checked here, when the target is asked for)."""
+
+    def metrics(wildcards):
+        check_fusion_points([arch])
+        return finetune_metrics(archs=[arch])
+
+    return metrics
