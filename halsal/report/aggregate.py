@@ -35,6 +35,25 @@ def parse_variant(variant: str) -> dict:
     return {"depth": int(m["depth"]), "fusion": m["fusion"], "modulation": m["modulation"]}
 
 
+def variant_of(variant: str | dict, arch: str) -> str:
+    """The main variant of ``arch``: ``variant`` is one variant for all, or {arch: variant}."""
+    return variant.get(arch, "") if isinstance(variant, dict) else variant
+
+
+def main_runs(runs: pd.DataFrame, variant: str | dict) -> pd.DataFrame:
+    """The runs of each architecture's main (non-ablation) variant."""
+    if not len(runs):
+        return runs
+    return runs[[v == variant_of(variant, a) for a, v in zip(runs.arch, runs.variant)]]
+
+
+def parse_variant_arg(values: list[str]) -> str | dict:
+    """CLI ``--variant``: 'd4-pool2-eq2', or 'alexnet=d4-pool2-eq2 resnet152=d4-layer2.0-eq2'."""
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    return dict(v.split("=", 1) for v in values)
+
+
 def k_sort_key(k) -> float:
     """Numeric k ascending, then K (all remaining training images) last."""
     return math.inf if str(k) == "K" else float(k)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from halsal.report.aggregate import parse_variant_arg
+
 
 def cmd_aggregate(args) -> None:
     from halsal.io import write_tsv
@@ -33,7 +35,7 @@ def cmd_tables(args) -> None:
     from halsal.report.tables import write_tables
 
     runs = read_runs(args.runs)
-    out = write_tables(runs, args.outdir, args.variant, configured_archs=args.archs, datasets=args.datasets,
+    out = write_tables(runs, args.outdir, parse_variant_arg(args.variant), configured_archs=args.archs, datasets=args.datasets,
                        methods=args.methods, ks=args.ks, synthetic_datasets=args.synthetic_datasets)
     print(f"tables: {len(out['cells'])} cells, {len(out['differences'])} paired differences -> {args.outdir}")
 
@@ -42,7 +44,7 @@ def cmd_plots(args) -> None:
     from halsal.report.aggregate import read_runs
     from halsal.report.plots import write_plots
 
-    written = write_plots(read_runs(args.runs), args.outdir, args.variant, args.curve_dataset, args.curve_k,
+    written = write_plots(read_runs(args.runs), args.outdir, parse_variant_arg(args.variant), args.curve_dataset, args.curve_k,
                           args.curve_seed)
     print(f"plots: {len(written)} figures -> {args.outdir}")
 
@@ -51,7 +53,7 @@ def cmd_qualitative(args) -> None:
     from halsal.report.aggregate import read_runs
     from halsal.report.qualitative import write_qualitative
 
-    written = write_qualitative(read_runs(args.runs), args.outdir, args.variant, args.results_root,
+    written = write_qualitative(read_runs(args.runs), args.outdir, parse_variant_arg(args.variant), args.results_root,
                                 datasets=args.datasets, arch=args.arch)
     print(f"qualitative: {len(written)} figures -> {args.outdir}")
 
@@ -69,7 +71,9 @@ def register(subparsers) -> None:
     def common(p):
         p.add_argument("--runs", required=True, help="results/tables/runs.tsv from `halsal aggregate`")
         p.add_argument("--outdir", required=True)
-        p.add_argument("--variant", required=True, help="the main (non-ablation) variant, e.g. d4-pool2-eq2")
+        p.add_argument("--variant", required=True, nargs="+",
+                       help="the main (non-ablation) variant, e.g. d4-pool2-eq2, or one per arch: "
+                            "alexnet=d4-pool2-eq2 resnet152=d4-layer2.0-eq2")
 
     p = subparsers.add_parser("tables", help="accuracy tables in the paper's layout + paired differences (TSV, HTML)")
     common(p)

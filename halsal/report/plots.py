@@ -195,7 +195,9 @@ def choose_curve_run(runs: pd.DataFrame, dataset=None, k=None, seed=None) -> tup
 def learning_curves(runs: pd.DataFrame, variant: str, path, dataset=None, k=None, seed=None) -> bool:
     """Train loss and validation accuracy per epoch, every method of one (arch, dataset, k, seed)."""
     set_style()
-    main = runs[runs.variant == variant] if len(runs) else runs
+    from halsal.report.aggregate import main_runs
+
+    main = main_runs(runs, variant)
     choice = choose_curve_run(main, dataset, k, seed)
     if choice is None:
         placeholder(path, "Learning curves", "no finished runs")
@@ -236,7 +238,9 @@ def write_plots(runs: pd.DataFrame, outdir, variant: str, curve_dataset=None, cu
     """accuracy/{arch}/{dataset}/{accuracy,improvement}.png plus the fixed-name figures."""
     outdir = Path(outdir)
     written = []
-    main = runs[runs.variant == variant] if len(runs) else runs
+    from halsal.report.aggregate import main_runs, variant_of
+
+    main = main_runs(runs, variant)
     for (arch, dataset), _ in (main.groupby(["arch", "dataset"]) if len(main) else []):
         for kind, fn in (("accuracy", accuracy_vs_k), ("improvement", improvement_vs_k)):
             p = outdir / "accuracy" / arch / dataset / f"{kind}.png"
@@ -244,7 +248,9 @@ def write_plots(runs: pd.DataFrame, outdir, variant: str, curve_dataset=None, cu
             written.append(p)
     (outdir / "accuracy").mkdir(parents=True, exist_ok=True)
     for factor, name in (("depth", "figure2_depth.png"), ("fusion", "figure3_fusion.png")):
-        ablation_plot(runs, variant, factor, outdir / name)
+        # Figures 2-3 are AlexNet ablations in the paper: the first arch's main variant.
+        first = runs.arch.iloc[0] if len(runs) else "alexnet"
+        ablation_plot(runs, variant_of(variant, first), factor, outdir / name)
         written.append(outdir / name)
     learning_curves(runs, variant, outdir / "learning_curves.png", curve_dataset, curve_k, curve_seed)
     written.append(outdir / "learning_curves.png")

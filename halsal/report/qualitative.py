@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from halsal.report.aggregate import variant_of
+
 from halsal.errors import HalsalError
 from halsal.report.aggregate import any_synthetic, k_sort_key
 from halsal.report.paper import METHOD_LABELS
@@ -55,7 +57,7 @@ def _saliency(run_dir, key: str = "after") -> dict:
 
 def find_cases(runs: pd.DataFrame, arch: str, dataset: str, variant: str, kind: str) -> pd.DataFrame:
     """Test images where approach_b is right and baseline wrong (``success``) or the reverse (``failure``)."""
-    sel = runs[(runs.arch == arch) & (runs.dataset == dataset) & (runs.variant == variant)]
+    sel = runs[(runs.arch == arch) & (runs.dataset == dataset) & (runs.variant == variant_of(variant, arch))]
     out = []
     for (k, seed), grp in sel.groupby(["k", "seed"]):
         dirs = dict(zip(grp.method, grp.run_dir))
@@ -156,7 +158,8 @@ def case_grid(runs: pd.DataFrame, arch: str, dataset: str, variant: str, kind: s
 def saliency_gallery(runs: pd.DataFrame, arch: str, dataset: str, variant: str, results_root, path,
                      method: str = GOOD, n: int = 6) -> int:
     """Test images with the hallucinated map before and after fine-tuning (one run: largest k, first seed)."""
-    sel = runs[(runs.arch == arch) & (runs.dataset == dataset) & (runs.variant == variant) & (runs.method == method)]
+    sel = runs[(runs.arch == arch) & (runs.dataset == dataset) & (runs.variant == variant_of(variant, arch))
+               & (runs.method == method)]
     title = f"{dataset}: {METHOD_LABELS[method]} saliency maps before / after fine-tuning"
     sel = sel[[(Path(d) / "saliency.npz").exists() for d in sel.run_dir]]
     if not len(sel):

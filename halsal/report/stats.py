@@ -50,7 +50,9 @@ def paired_differences(runs: pd.DataFrame, variant: str, reference: str = "basel
                        methods=("approach_a", "approach_b"), confidence: float = 0.95) -> pd.DataFrame:
     """Per arch/dataset/k (and AVG over the ks present for every seed): method - reference, in points."""
     rows = []
-    main = runs[runs.variant == variant]
+    from halsal.report.aggregate import main_runs
+
+    main = main_runs(runs, variant)
     for (arch, dataset), grp in main.groupby(["arch", "dataset"], sort=True):
         acc = grp.pivot_table(index=["k", "seed"], columns="method", values="test_acc", aggfunc="mean") * 100
         ks = sort_ks(grp.k)

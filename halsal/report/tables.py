@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from halsal.io import write_text, write_tsv
-from halsal.report.aggregate import SYNTHETIC_NOTE, sort_ks
+from halsal.report.aggregate import variant_of, SYNTHETIC_NOTE, sort_ks
 from halsal.report.paper import ARCH_LABELS, METHOD_LABELS, METHOD_ORDER, SMIC_NOTE, paper_dataset, paper_value
 
 MISSING, NOT_RUN = "missing", "not run"
@@ -43,7 +43,7 @@ def accuracy_cells(runs: pd.DataFrame, arch: str, variant: str, datasets=(), met
     "missing"; a method outside the configuration is "not run" (all of the paper's methods get
     a row, so SMIC is listed even where it was not run).
     """
-    sel = runs[(runs.arch == arch) & (runs.variant == variant)] if len(runs) else runs
+    sel = runs[(runs.arch == arch) & (runs.variant == variant_of(variant, arch))] if len(runs) else runs
     datasets = list(dict.fromkeys([*datasets, *sorted(set(sel.dataset) - set(datasets))]))
     ks = sort_ks([*ks, *sel.k])
     configured = set(methods) | set(sel.method)

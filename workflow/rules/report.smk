@@ -87,7 +87,7 @@ rule report_tables:
         diff_tsv=f"{REPORT}/differences.tsv",
     params:
         summary=CONFIG_SUMMARY,
-        variant=VARIANT,
+        variant=" ".join(f"{a}={v}" for a, v in VARIANTS.items()),
         outdir=lambda wildcards, output: os.path.dirname(output.alexnet),
         archs=config["archs"],
         datasets=list(config["datasets"]),
@@ -145,7 +145,7 @@ rule report_plots:
         ),
     params:
         summary=CONFIG_SUMMARY,
-        variant=VARIANT,
+        variant=" ".join(f"{a}={v}" for a, v in VARIANTS.items()),
         outdir=lambda wildcards, output: os.path.dirname(output.figure2),
     log:
         f"{LOGS}/report/plots.log",
@@ -179,7 +179,7 @@ rule report_qualitative:
         ),
     params:
         summary=CONFIG_SUMMARY,
-        variant=VARIANT,
+        variant=" ".join(f"{a}={v}" for a, v in VARIANTS.items()),
         datasets=list(config["datasets"]),
         arch=config["archs"][0],
     log:
