@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchvision.models import alexnet as tv_alexnet
 
-from halsal.models.saliency import SaliencyBranch, modulate
+from halsal.models.saliency import SaliencyBranch, TwoBranchForward
 
 # Fusion points (Fig. 3 of the paper) -> index into torchvision's `alexnet.features` where
 # the RGB branch ends. features = [conv1, relu, pool1, conv2, relu, pool2, conv3, relu,
@@ -27,7 +27,7 @@ FUSION_POINTS = {
 }
 
 
-class HalSalAlexNet(nn.Module):
+class HalSalAlexNet(TwoBranchForward, nn.Module):
     """Two-branch AlexNet. ``saliency_depth=0`` gives Baseline-RGB (no saliency branch).
 
     ``saliency="external"`` replaces the hallucinated map by one passed to ``forward``
@@ -75,27 +75,6 @@ class HalSalAlexNet(nn.Module):
         x = self.features[self.split :](l_hat)
         x = torch.flatten(self.avgpool(x), 1)
         return self.classifier(x)
-
-    def saliency_map(self, x: torch.Tensor, size: tuple[int, int], external: torch.Tensor | None = None):
-        """The map ``s`` at the fusion point's spatial ``size``."""
-        if self.saliency == "external":
-            if external is None:
-                raise ValueError("this model takes an explicit saliency map: pass saliency=...")
-            return nn.functional.interpolate(external, size=size, mode="bilinear", align_corners=False)
-        return self.saliency_branch(x, size)
-
-    def forward(self, x: torch.Tensor, saliency: torch.Tensor | None = None, return_saliency: bool = False):
-        l = self.rgb_branch(x)
-        s = None
-        if self.has_saliency:
-            s = self.saliency_map(x, tuple(l.shape[-2:]), saliency)
-            l = modulate(l, s, self.modulation)
-        logits = self.joint_branch(l)
-        return (logits, s) if return_saliency else logits
-
-    # Parameter groups used by the training steps (Sec. 3.4).
-    def rgb_and_joint_parameters(self):
-        return [p for n, p in self.named_parameters() if not n.startswith("saliency_branch.")]
 
     def top_layer(self) -> nn.Linear:
         return self.classifier[-1]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet152 as tv_resnet152
 
-from halsal.models.saliency import SaliencyBranch, modulate
+from halsal.models.saliency import SaliencyBranch, TwoBranchForward
 
 # torchvision resnet152: Bottleneck blocks per stage (He et al. 2016, Table 1: 3, 8, 36, 3).
 STAGE_BLOCKS = (3, 8, 36, 3)
@@ -42,7 +42,7 @@ FUSION_POINTS = {name: i for i, name in enumerate(UNITS)}
 FUSION_POINTS.update({f"layer{i + 1}": FUSION_POINTS[f"layer{i + 1}.{n - 1}"] for i, n in enumerate(STAGE_BLOCKS)})
 
 
-class HalSalResNet(nn.Module):
+class HalSalResNet(TwoBranchForward, nn.Module):
     """Two-branch ResNet-152. ``saliency_depth=0`` gives Baseline-RGB (no saliency branch).
 
     ``saliency="external"`` takes the map as ``forward(x, saliency=maps)`` (SMIC).
@@ -91,27 +91,6 @@ class HalSalResNet(nn.Module):
         for unit in self._units()[self.split :]:
             x = unit(x)
         return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    def saliency_map(self, x: torch.Tensor, size: tuple[int, int], external: torch.Tensor | None = None):
-        """The map ``s`` at the fusion point's spatial ``size``."""
-        if self.saliency == "external":
-            if external is None:
-                raise ValueError("this model takes an explicit saliency map: pass saliency=...")
-            return nn.functional.interpolate(external, size=size, mode="bilinear", align_corners=False)
-        return self.saliency_branch(x, size)
-
-    def forward(self, x: torch.Tensor, saliency: torch.Tensor | None = None, return_saliency: bool = False):
-        l = self.rgb_branch(x)
-        s = None
-        if self.has_saliency:
-            s = self.saliency_map(x, tuple(l.shape[-2:]), saliency)
-            l = modulate(l, s, self.modulation)
-        logits = self.joint_branch(l)
-        return (logits, s) if return_saliency else logits
-
-    # Parameter groups used by the training steps (Sec. 3.4).
-    def rgb_and_joint_parameters(self):
-        return [p for n, p in self.named_parameters() if not n.startswith("saliency_branch.")]
 
     def top_layer(self) -> nn.Linear:
         return self.fc

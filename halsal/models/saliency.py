@@ -62,6 +62,35 @@ class SaliencyBranch(nn.Module):
         return F.interpolate(s, size=size, mode="bilinear", align_corners=False)
 
 
+class TwoBranchForward:
+    """Fig. 1's forward pass, shared by the AlexNet and ResNet-152 networks.
+
+    A subclass provides ``rgb_branch``, ``joint_branch``, ``saliency_branch`` (or
+    ``saliency == "external"`` for SMIC), ``has_saliency`` and ``modulation``.
+    """
+
+    def saliency_map(self, x: torch.Tensor, size: tuple[int, int], external: torch.Tensor | None = None):
+        """The map ``s`` at the fusion point's spatial ``size``."""
+        if self.saliency == "external":
+            if external is None:
+                raise ValueError("this model takes an explicit saliency map: pass saliency=...")
+            return F.interpolate(external, size=size, mode="bilinear", align_corners=False)
+        return self.saliency_branch(x, size)
+
+    def forward(self, x: torch.Tensor, saliency: torch.Tensor | None = None, return_saliency: bool = False):
+        l = self.rgb_branch(x)
+        s = None
+        if self.has_saliency:
+            s = self.saliency_map(x, tuple(l.shape[-2:]), saliency)
+            l = modulate(l, s, self.modulation)
+        logits = self.joint_branch(l)
+        return (logits, s) if return_saliency else logits
+
+    # Parameter groups used by the training steps (Sec. 3.4).
+    def rgb_and_joint_parameters(self):
+        return [p for n, p in self.named_parameters() if not n.startswith("saliency_branch.")]
+
+
 def modulate(l: torch.Tensor, s: torch.Tensor, equation: str = "eq2") -> torch.Tensor:
     """Saliency modulation of the RGB features ``l`` by the map ``s`` (broadcast over channels).
 
