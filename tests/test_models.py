@@ -7,6 +7,7 @@ from torchvision.models import alexnet as tv_alexnet
 from halsal.models import build_model, parse_variant
 from halsal.models.saliency import modulate
 from halsal.models.weights import backbone_state_dict, load_backbone
+from tests.conftest import assert_eq3_gradient
 
 
 def _zero_saliency(model):
@@ -59,15 +60,7 @@ def test_eq3_gradient_into_rgb_branch_is_scaled_by_s_plus_1():
     model = build_model("alexnet", 4).eval()
     # Make the map clearly non-zero so the check is not trivial.
     torch.nn.init.constant_(model.saliency_branch.score.bias, 0.5)
-    x = torch.randn(2, 3, 112, 112)
-    l = model.rgb_branch(x)
-    l.retain_grad()
-    s = model.saliency_map(x, tuple(l.shape[-2:]))
-    l_hat = modulate(l, s, "eq2")
-    l_hat.retain_grad()
-    model.joint_branch(l_hat).sum().backward()
-    assert s.min() > 0
-    torch.testing.assert_close(l.grad, l_hat.grad * (s + 1))
+    assert_eq3_gradient(model, torch.randn(2, 3, 112, 112))
 
 
 def test_eq1_and_eq2():

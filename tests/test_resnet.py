@@ -12,9 +12,9 @@ from torchvision.models import resnet152 as tv_resnet152
 from halsal.errors import HalsalError
 from halsal.models import FUSION_POINTS, build_model, check_variant, frozen_bn_eval
 from halsal.models.resnet import DEFAULT_FUSION, UNITS
-from halsal.models.saliency import modulate
 from halsal.models.weights import WEIGHT_ENUMS, backbone_state_dict, imagenet_state_dict, load_backbone
 from halsal.train.steps import backbone
+from tests.conftest import assert_eq3_gradient
 
 
 @pytest.fixture(scope="module")
@@ -67,15 +67,7 @@ def test_eq3_gradient_at_the_fusion_point(fusion):
     torch.manual_seed(1)
     model = build_model("resnet152", 4, fusion=fusion).eval()
     torch.nn.init.constant_(model.saliency_branch.score.bias, 0.5)  # a clearly non-zero map
-    x = torch.randn(2, 3, 64, 64)
-    l = model.rgb_branch(x)
-    l.retain_grad()
-    s = model.saliency_map(x, tuple(l.shape[-2:]))
-    l_hat = modulate(l, s, "eq2")
-    l_hat.retain_grad()
-    model.joint_branch(l_hat).sum().backward()
-    assert s.min() > 0 and s.shape[-2:] == l.shape[-2:]
-    torch.testing.assert_close(l.grad, l_hat.grad * (s + 1))
+    assert_eq3_gradient(model, torch.randn(2, 3, 64, 64))
 
 
 def test_fusion_points_and_map_sizes():
