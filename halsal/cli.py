@@ -28,7 +28,10 @@ def _optim_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimisation (paper, Sec. 4.1: 70 epochs, lr 1e-4, weight decay 5e-3)")
     g.add_argument("--epochs", type=int, default=70)
     g.add_argument("--lr", type=float, default=1e-4)
-    g.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    g.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd",
+                   help="adam: L2 weight decay in the gradient; adamw: decoupled weight decay")
+    g.add_argument("--saliency-lr", type=float, default=None,
+                   help="learning rate of the saliency branch (default: --lr; not in the paper)")
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--weight-decay", type=float, default=5e-3)
     g.add_argument("--batch-size", type=int, default=32)
@@ -40,6 +43,9 @@ def _optim_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-seconds", type=float, default=60.0,
                    help="seconds between resumable checkpoints (0: every epoch)")
     g.add_argument("--fc-width", type=int, default=4096, help="width of fc6/fc7 (AlexNet: 4096; ResNet-152 ignores it)")
+    g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="training forward pass precision (bf16: torch.autocast; evaluation stays fp32)")
+    g.add_argument("--channels-last", action="store_true", help="NHWC memory format for weights and batches")
 
 
 def _optim(args):
@@ -47,7 +53,8 @@ def _optim(args):
 
     return OptimConfig(epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
                        weight_decay=args.weight_decay, batch_size=args.batch_size,
-                       checkpoint_seconds=args.checkpoint_seconds)
+                       checkpoint_seconds=args.checkpoint_seconds, saliency_lr=args.saliency_lr,
+                       precision=args.precision, channels_last=args.channels_last)
 
 
 def _augment(args) -> dict:
@@ -65,12 +72,23 @@ def cmd_generate(args) -> None:
 
 
 def cmd_index(args) -> None:
-    from halsal.data.datasets import index_folder
-    from halsal.io import write_tsv
+    from pathlib import Path
 
-    index = index_folder(args.root)
+    from halsal.data.datasets import scan_folder
+    from halsal.io import write_json, write_tsv
+
+    index, info = scan_folder(args.root)
+    ignored = info["ignored"]
+    for kind, what in (("hidden", "hidden files/folders"), ("non_image", "non-image files"),
+                       ("folders", "folders inside class folders")):
+        if ignored[kind]["count"]:
+            print(f"WARNING: {ignored[kind]['count']} {what} not indexed, e.g. "
+                  f"{', '.join(ignored[kind]['examples'][:3])}", file=sys.stderr)
+    info_path = args.info or str(Path(args.out).with_name("index.json"))
+    write_json(info_path, info)
     write_tsv(args.out, index)
-    print(f"{args.root}: {len(index)} images, {index['label'].nunique()} classes -> {args.out}")
+    print(f"{args.root}: {len(index)} images, {index['label'].nunique()} classes (names from "
+          f"{info['class_names_from']}) -> {args.out}, {info_path}")
 
 
 def cmd_fetch(args) -> None:
@@ -90,8 +108,21 @@ def cmd_split(args) -> None:
     from halsal.data.splits import make_split
     from halsal.io import write_text, write_tsv
 
-    split, notes = make_split(read_index(args.index), args.seed, val_per_class=args.val_per_class,
-                              test_per_class=args.test_per_class, max_k=args.max_k, too_few=args.too_few)
+    index = read_index(args.index)
+    usable = None
+    if args.manifest:  # images that did not decode (on_bad_image: skip) never take a place
+        import pandas as pd
+
+        from halsal.data.splits import usable_rows
+
+        usable = usable_rows(index, pd.read_csv(args.manifest, sep="\t", dtype={"path": str, "status": str},
+                                                keep_default_na=False))
+        if (~usable).any():
+            print(f"{int((~usable).sum())} images that did not decode are left out before drawing "
+                  f"(listed in {args.manifest} and the report's Data section)")
+    split, notes = make_split(index, args.seed, val_per_class=args.val_per_class,
+                              test_per_class=args.test_per_class, max_k=args.max_k, too_few=args.too_few,
+                              usable=usable)
     for note in notes:
         print("WARNING:", note, file=sys.stderr)
     if args.notes:
@@ -166,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="index an images/<class>/<file> folder")
     p.add_argument("--root", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--info", default=None,
+                   help="index.json to write: counts of images, classes and ignored files (default: beside --out)")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("fetch", help="download/verify/extract a dataset, then index it")
@@ -186,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-k", type=int, default=1, help="largest integer k that will be asked for")
     p.add_argument("--too-few", choices=["error", "drop_class"], default="error")
     p.add_argument("--notes", default=None, help="file listing dropped classes")
+    p.add_argument("--manifest", default=None,
+                   help="prepare's manifest.tsv: images whose status is not ok are left out before drawing")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_split)
 

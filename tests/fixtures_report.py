@@ -6,6 +6,19 @@ Accuracies follow a known formula so tests can assert exact table values:
     approach_a  = baseline + 0.02
     scratch_sal = baseline + 0.005
 Variant runs (ablations) add ``0.01 * depth`` for depth variants and a fusion-dependent offset.
+
+Every accuracy is a multiple of 0.5 points, so predictions.tsv (200 test images: 50 per class)
+matches it exactly: per (dataset, k, seed) one shuffled order of the test images, Baseline-RGB
+right on the first ``acc * 200`` of it and every other method on the same number of images
+from position 4 on (paired, with cases both ways for the Table 3-4 grids).
+
+Saliency (every method but the baseline; SMIC with ``SMIC_MAPS`` as its map source): the test
+images' object box is the centre half of the input, the map 8 x 8; ``before`` is 0.5
+everywhere (mean 0.5, object ratio 1), ``after`` is ``0.1 * (seed + 1) * P`` where ``P`` is
+2.5 inside the box and 0.5 outside (mean 0.1 * (seed + 1), object ratio 2.5, spatial CV
+sqrt(0.75)). Runs listed in ``dead`` get an all-zero ``after`` map (a deliberately killed map:
+``dead_fraction`` 1.0). metrics.json's ``saliency`` object comes from halsal.train.health, as
+in training.
 """
 
 from __future__ import annotations
@@ -19,6 +32,9 @@ import pandas as pd
 
 OFFSET = {"baseline": 0.0, "scratch_sal": 0.005, "approach_a": 0.02, "smic": 0.03}
 VARIANT = "d4-pool2-eq2"
+TEST_PER_CLASS = 50
+MAP_SIZE = 8
+SMIC_MAPS = "spectral residual (Hou & Zhang 2007), computed from the prepared images"
 
 
 def accuracy(method: str, kpos: int, seed: int, variant: str = VARIANT) -> float:
@@ -47,30 +63,66 @@ def write_dataset(root: Path, dataset: str, classes: int, per_class: int, size: 
     return index
 
 
-def write_run(run_dir: Path, meta: dict, index: pd.DataFrame, test_rows, rng, saliency: bool, map_size: int):
+def fixture_maps(n: int, seed: int, dead: bool, input_size: int, map_size: int = MAP_SIZE):
+    """(before, after, boxes) of the fixture's saliency runs (see the module docstring)."""
+    q = input_size / 4
+    boxes = np.tile([q, q, 3 * q, 3 * q], (n, 1))
+    inside = np.zeros((map_size, map_size), bool)
+    inside[map_size // 4: 3 * map_size // 4, map_size // 4: 3 * map_size // 4] = True
+    pattern = np.where(inside, 2.5, 0.5)
+    before = np.full((n, map_size, map_size), 0.5, dtype=np.float32)
+    after = np.zeros_like(before) if dead else np.broadcast_to(0.1 * (seed + 1) * pattern, before.shape).astype(np.float32)
+    return before, after, boxes
+
+
+def saliency_object(before, after, boxes, input_size: int) -> dict:
+    """metrics.json's "saliency" object, by the training code's own functions (numpy only)."""
+    from halsal.train.health import box_weights, saliency_stats
+
+    w = box_weights(boxes, input_size, after.shape[-2:])
+    test = saliency_stats(after, w)
+    return {"before": saliency_stats(before, w), "val": dict(test), "test": test}
+
+
+def write_run(run_dir: Path, meta: dict, index: pd.DataFrame, test_rows, order, saliency: bool, dead: bool = False):
+    """One run's files. ``order``: the (dataset, k, seed) shuffle of the test positions that
+    decides which images are right (see the module docstring)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "metrics.json").write_text(json.dumps(meta, indent=2))
-    epochs = meta["epochs"]
-    pd.DataFrame({"epoch": np.arange(1, epochs + 1), "train_loss": np.linspace(2.0, 0.5, epochs),
-                  "train_acc": np.linspace(0.2, 0.9, epochs), "val_acc": np.linspace(0.2, meta["val_acc"], epochs),
-                  "seconds": 0.1}).to_csv(run_dir / "history.tsv", sep="\t", index=False)
     labels = index.label.values[test_rows]
     classes = int(index.label.max()) + 1
-    # About half right, the rest a neighbouring class, so both Table 3 and Table 4 cases occur.
-    pred = np.where(rng.random(len(test_rows)) < 0.5, labels, (labels + 1) % classes)
+    n = len(test_rows)
+    n_right = int(round(meta["test_acc"] * n))
+    start = 0 if meta["method"] == "baseline" else 4
+    right = np.zeros(n, bool)
+    right[order[start:start + n_right]] = True
+    pred = np.where(right, labels, (labels + 1) % classes)
+    assert abs(right.mean() - meta["test_acc"]) < 1e-9, "fixture accuracies must be multiples of 1/n_test"
+    if saliency:
+        before, after, boxes = fixture_maps(n, meta["seed"], dead, meta["input_size"])
+        meta = {**meta, "saliency": saliency_object(before, after, boxes, meta["input_size"])}
+        if meta["method"] == "smic":
+            meta["saliency_maps"] = SMIC_MAPS
+        np.savez_compressed(run_dir / "saliency.npz", before=before.astype(np.float16), after=after.astype(np.float16),
+                            rows=np.asarray(test_rows, dtype=np.int64), boxes=boxes)
+    (run_dir / "metrics.json").write_text(json.dumps(meta, indent=2))
+    epochs = meta["epochs"]
+    hist = {"epoch": np.arange(1, epochs + 1), "train_loss": np.linspace(2.0, 0.5, epochs),
+            "train_acc": np.linspace(0.2, 0.9, epochs), "val_acc": np.linspace(0.2, meta["val_acc"], epochs),
+            "seconds": 0.1}
+    if saliency:
+        hist.update(val_dead_fraction=np.linspace(0.0, 1.0 if dead else 0.0, epochs),
+                    val_saliency_mean=np.full(epochs, meta["saliency"]["val"]["mean"]))
+    pd.DataFrame(hist).to_csv(run_dir / "history.tsv", sep="\t", index=False)
     pd.DataFrame({"row": test_rows, "path": index.path.values[test_rows], "label": labels, "pred": pred,
                   "class_name": index.class_name.values[test_rows],
                   "pred_name": [f"class_{p}" for p in pred]}).to_csv(run_dir / "predictions.tsv", sep="\t", index=False)
-    if saliency:
-        maps = rng.random((len(test_rows), map_size, map_size)).astype(np.float16)
-        np.savez_compressed(run_dir / "saliency.npz", before=maps, after=(maps * 0.5 + 0.25).astype(np.float16),
-                            rows=np.asarray(test_rows, dtype=np.int64))
 
 
 def build_tree(root, archs=("alexnet",), datasets=("synth_fine",), methods=("baseline", "scratch_sal", "approach_a", "approach_b"),
-               ks=("1", "3", "K"), seeds=(0, 1, 2), synthetic=True, skip=(), variants=(), classes=4, per_class=6,
-               size=32, input_size=28, epochs=4) -> Path:
-    """Write results/{datasets,prepared,runs} under ``root``; ``skip`` lists (dataset, method, k, seed) left out.
+               ks=("1", "3", "K"), seeds=(0, 1, 2), synthetic=True, skip=(), variants=(), classes=4,
+               per_class=TEST_PER_CLASS + 4, size=32, input_size=28, epochs=4, dead=()) -> Path:
+    """Write results/{datasets,prepared,runs} under ``root``; ``skip`` lists (dataset, method, k, seed) left out,
+    ``dead`` the (dataset, method, k, seed) of the main variant whose map is killed (all zero after fine-tuning).
 
     ``variants`` adds ablation runs of approach_b (and baseline is shared) at every k and seed.
     Returns the results folder.
@@ -83,17 +135,21 @@ def build_tree(root, archs=("alexnet",), datasets=("synth_fine",), methods=("bas
         if (dataset, method, k, seed) in skip:
             continue
         index = indexes[dataset]
-        # Test set: the last 2 images of each class (same rows for every method at a seed, as the splits).
-        test_rows = [int(r) for c in range(classes) for r in np.flatnonzero(index.label.values == c)[-2:]]
+        # Test set: the last TEST_PER_CLASS images of each class (same rows for every method and k at a
+        # seed, as the splits).
+        test_rows = [int(r) for c in range(classes) for r in np.flatnonzero(index.label.values == c)[-TEST_PER_CLASS:]]
         acc = accuracy(method, list(ks).index(k), seed, variant)
         meta = {"arch": arch, "dataset": dataset, "method": method, "variant": variant, "k": k, "seed": seed,
                 "num_classes": classes, "synthetic": synthetic, "input_size": input_size, "epochs": epochs,
                 "best_epoch": epochs - 1, "val_acc": acc, "test_acc": acc, "n_train": classes, "n_val": classes,
-                "n_test": len(test_rows), "config": {"lr": 0.003, "weights": "scratch"}, "wall_seconds": 1.0,
-                "device": "cpu"}
-        rng = np.random.default_rng(zlib.crc32(f"{method}{variant}{k}{seed}".encode()))
+                "n_test": len(test_rows), "skipped_images": 0,
+                "config": {"epochs": epochs, "lr": 0.003, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.005,
+                           "batch_size": 32, "checkpoint_seconds": 0.0, "augment": False},
+                "wall_seconds": 1.0, "device": "cpu"}
+        order = np.random.default_rng(zlib.crc32(f"{dataset}{k}{seed}".encode())).permutation(len(test_rows))
         write_run(results / "runs" / arch / dataset / method / variant / f"k{k}" / f"seed{seed}", meta, index,
-                  test_rows, rng, saliency=method not in ("baseline", "smic"), map_size=7)
+                  test_rows, order, saliency=method != "baseline",
+                  dead=variant == VARIANT and (dataset, method, k, seed) in set(dead))
     return results
 
 
@@ -102,10 +158,11 @@ def metrics_paths(results: Path) -> list[Path]:
 
 
 REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_DEAD = {("synth_fine", "approach_b", "K", 1)}
 
 TINY_CONFIG = """\
 datasets:
-  synth_fine: {kind: synthetic, task: fine, classes: 4, images_per_class: 6, image_size: 32, seed: 0}
+  synth_fine: {kind: synthetic, task: fine, classes: 4, images_per_class: 54, image_size: 32, seed: 0}
 source: {name: synth_source, kind: synthetic, task: coarse, classes: 4, images_per_class: 6, image_size: 32, seed: 1}
 archs: [alexnet]
 methods: [baseline, scratch_sal, approach_a, approach_b]
@@ -152,7 +209,8 @@ rule fake_dataset:
 def build_workflow(root, python: str, repo: Path = REPO) -> Path:
     """A tiny finished-able workflow in ``root``: config, Snakefile, fixture tree, `halsal` shim on bin/."""
     root = Path(root)
-    build_tree(root / "fixture", ks=("1", "3", "K"), seeds=(0, 1, 2))
+    # One deliberately killed map, so the dead-map warning has something to show.
+    build_tree(root / "fixture", ks=("1", "3", "K"), seeds=(0, 1, 2), dead=WORKFLOW_DEAD)
     (root / "config").mkdir(parents=True, exist_ok=True)
     (root / "config" / "config.yaml").write_text(TINY_CONFIG)
     (root / "Snakefile").write_text(TINY_SNAKEFILE.format(repo=repo, fixture=root / "fixture"))

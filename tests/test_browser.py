@@ -2,7 +2,8 @@
 
 Builds a tiny workflow (the project's common.smk + report.smk over stand-in rules that copy a
 fake results tree), runs it and `snakemake --report`, then opens the page in
-/usr/bin/chromium: the categories are listed, Table 1 and a qualitative grid open, the
+/usr/bin/chromium: the categories are listed, Table 1 (with the dead-map warning: the fixture
+kills one Approach B map), the Saliency health table and a qualitative grid open, the
 console shows no errors, nothing is fetched from the network (the page is self-contained),
 and a screenshot is saved to tests/artifacts/report.png.
 """
@@ -82,7 +83,26 @@ def test_report_renders_in_chromium(report_html, tmp_path):
         assert "Baseline-RGB" in text and "Approach B" in text
         assert "SYNTHETIC data" in text and "not run" in text  # SMIC is not configured
         assert "31.0 \u00b1 1.0" in text  # baseline, k=1, seeds 0-2 of the fixture
+        # The fixture's killed map (Approach B, k=K, seed 1): a visible warning above the table.
+        warning = frame.locator(".dead-warning")
+        assert warning.is_visible()
+        wtext = warning.inner_text()
+        assert "Approach B on synth_fine" in wtext and "k=K, 1 of 3" in wtext and "Baseline-RGB at test time" in wtext
+        assert warning.bounding_box()["y"] < table.bounding_box()["y"]
         page.screenshot(path=str(tmp_path / "table.png"))
+
+        # Open the Saliency health table: the dead run counted, the alive ones not.
+        page.goto(report_html.as_uri())
+        page.get_by_text("Tables", exact=True).first.click()
+        page.get_by_text("Saliency health", exact=True).first.click()
+        page.locator("tr", has_text="Saliency health: dead maps").locator("a[iconname=eye]").click()
+        frame = page.frame_locator("iframe").first
+        frame.locator("table").first.wait_for(timeout=15000)
+        assert frame.locator(".dead-warning").is_visible()
+        dead_row = frame.locator("tr.dead")
+        assert dead_row.count() == 1 and "Approach B" in dead_row.inner_text() and "1 of 3" in dead_row.inner_text()
+        assert "0 of 3" in frame.locator("table").first.inner_text()
+        page.screenshot(path=str(tmp_path / "health.png"))
 
         # Open one image: the Table 3 style grid of the synthetic dataset.
         page.goto(report_html.as_uri())

@@ -25,24 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = dict(input_size=64)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A prepared synthetic dataset + source set and a scratch backbone (1 epoch)."""
-    root = tmp_path_factory.mktemp("tiny")
-    for name, task, seed in (("fine", "fine", 0), ("src", "coarse", 1)):
-        index = generate(root / name, task=task, classes=3, images_per_class=12, image_size=80, seed=seed)
-        write_tsv(root / name / "index.tsv", index)
-        split, _ = make_split(index, 0, max_k=2)
-        write_tsv(root / name / "seed0.tsv", split)
-        prepare(root / name / "index.tsv", root / name / "prepared", resize=72, backend="pil", progress=False)
-    cfg = OptimConfig(epochs=1, lr=0.01, batch_size=8)
-    backbone("alexnet", "scratch", root / "backbone.pt", source_prepared=root / "src" / "prepared",
-             source_split=root / "src" / "seed0.tsv", cfg=cfg, fc_width=64, **TINY)
-    pretrain_saliency("alexnet", "d4-pool2-eq2", root / "backbone.pt", root / "sal.pt",
-                      source_prepared=root / "src" / "prepared", source_split=root / "src" / "seed0.tsv", cfg=cfg, **TINY)
-    return root
-
-
 def _finetune(tiny, out, method="approach_b", epochs=3, **kw):
     return finetune(arch="alexnet", method=method, variant="d4-pool2-eq2", k=2, seed=5, dataset="fine",
                     prepared=tiny / "fine" / "prepared", split_tsv=tiny / "fine" / "seed0.tsv",

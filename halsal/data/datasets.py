@@ -12,19 +12,45 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from halsal.data.boxes import BOX_COLUMNS
 from halsal.errors import HalsalError
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
+# The one list of image extensions (fetchers and the folder indexer); anything else in a class
+# folder is counted as a non-image file in index.json and listed in the report's Data section.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 INDEX_COLUMNS = ["path", "label", "class_name", "official_split"]
+# Names never indexed: dot files (``.name.jpg``, macOS ``._name.jpg``, ``.DS_Store``) and the
+# ``__MACOSX`` folder of zip archives made on macOS. They are counted in index.json.
+HIDDEN_FOLDERS = {"__MACOSX"}
+EXAMPLES = 20  # names kept per kind of ignored file in index.json
+
+
+def is_hidden(name: str) -> bool:
+    return name.startswith(".") or name in HIDDEN_FOLDERS
 
 
 def index_folder(root: str | Path) -> pd.DataFrame:
     """Index an ``images/<class>/<file>`` tree (or a tree whose top level is the classes).
 
     Classes are sorted by folder name and labelled 0..C-1. ``images.tsv`` beside
-    ``images/`` (as written by the fetchers and in ../shared/data) supplies official splits.
+    ``images/`` (as written by the fetchers and in ../shared/data) supplies official splits
+    and object boxes; ``classes.tsv`` the class names. See :func:`scan_folder`.
+    """
+    return scan_folder(root)[0]
+
+
+def scan_folder(root: str | Path) -> tuple[pd.DataFrame, dict]:
+    """The index of a folder dataset and what was left out of it (``index.json``).
+
+    Hidden files and folders (names starting with ``.``, ``__MACOSX``) are skipped; files
+    whose extension is not in :data:`IMAGE_EXTENSIONS` and folders nested inside a class
+    folder are not indexed. Each is counted, with the first :data:`EXAMPLES` names (relative to
+    the dataset folder). Class names come from ``classes.tsv`` beside ``images/`` where it
+    names the class (columns ``class_id``/``name``, matched through ``images.tsv``'s
+    ``class_id``, a ``folder`` column or the folder's number prefix), else from the folder name.
     """
     root = Path(root)
     images = root / "images" if (root / "images").is_dir() else root
@@ -33,19 +59,58 @@ def index_folder(root: str | Path) -> pd.DataFrame:
             f"dataset folder {root} does not exist: point the dataset's `source`/`root` at an "
             f"`images/<class>/<file>` tree, or fetch the dataset first"
         )
-    class_dirs = sorted(p for p in images.iterdir() if p.is_dir())
+    ignored = {"hidden": [], "non_image": [], "folders": []}
+
+    def rel(p: Path) -> str:
+        return str(p.relative_to(root))
+
+    class_dirs = []
+    for p in sorted(images.iterdir()):
+        if is_hidden(p.name):
+            ignored["hidden"].append(rel(p) + ("/" if p.is_dir() else ""))
+        elif p.is_dir():
+            class_dirs.append(p)
+        elif images != root:  # files beside the class folders (images.tsv etc. live in root)
+            ignored["non_image"].append(rel(p))
     if len(class_dirs) < 2:
         raise HalsalError(f"{images} has {len(class_dirs)} class folders; a classification dataset needs at least 2 (layout: images/<class>/<file>)")
-    splits = _official_splits(root)
+    meta = _images_meta(root)
+    names, names_from = _class_names(root, [d.name for d in class_dirs])
     rows = []
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = []
+        for p in sorted(class_dir.iterdir()):
+            if is_hidden(p.name):
+                ignored["hidden"].append(rel(p) + ("/" if p.is_dir() else ""))
+            elif p.is_dir():
+                ignored["folders"].append(rel(p) + "/")
+            elif p.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(p)
+            else:
+                ignored["non_image"].append(rel(p))
         if not files:
-            raise HalsalError(f"class folder {class_dir} has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            raise HalsalError(f"class folder {class_dir} has no image files ({', '.join(IMAGE_EXTENSIONS)}); "
+                              "remove it or add images")
         for f in files:
-            rows.append({"path": str(f.resolve()), "label": label, "class_name": _class_name(class_dir.name),
-                         "official_split": splits.get(str(f.relative_to(root)), "")})
-    return pd.DataFrame(rows, columns=INDEX_COLUMNS)
+            extra = meta.get(str(f.relative_to(root)), {})
+            rows.append({"path": str(f.resolve()), "label": label, "class_name": names[class_dir.name],
+                         "official_split": extra.get("official_split", ""),
+                         **{c: extra.get(c, float("nan")) for c in BOX_COLUMNS}})
+    frame = pd.DataFrame(rows, columns=INDEX_COLUMNS + BOX_COLUMNS)
+    has_boxes = frame[BOX_COLUMNS].notna().all(axis=1)
+    info = {
+        "root": str(root.resolve()),
+        "images": len(frame),
+        "classes": len(class_dirs),
+        "class_names_from": names_from,
+        "images_with_boxes": int(has_boxes.sum()),
+        "per_class": [{"label": i, "folder": d.name, "class_name": names[d.name], "images": int((frame["label"] == i).sum())}
+                      for i, d in enumerate(class_dirs)],
+        "ignored": {kind: {"count": len(items), "examples": items[:EXAMPLES]} for kind, items in ignored.items()},
+    }
+    # Object boxes only where images.tsv has them (e.g. ../shared/data/cub200): they feed the
+    # saliency maps' object_ratio.
+    return (frame if frame[BOX_COLUMNS].notna().any().any() else frame[INDEX_COLUMNS]), info
 
 
 def _class_name(folder: str) -> str:
@@ -54,14 +119,76 @@ def _class_name(folder: str) -> str:
     return tail.replace("_", " ") if head.isdigit() and tail else folder
 
 
-def _official_splits(root: Path) -> dict[str, str]:
+def _class_names(root: Path, folders: list[str]) -> tuple[dict[str, str], str]:
+    """Folder -> class name, and where the names come from ("classes.tsv" or "folder names").
+
+    ``classes.tsv`` (``class_id``, ``name``; underscores read as spaces, capitalisation kept)
+    names a folder through a ``folder`` column, else through the ``class_id`` of the folder's
+    images in ``images.tsv``, else through the folder's number prefix (``017_cardinal`` -> 17).
+    Folders it does not name keep :func:`_class_name` of the folder.
+    """
+    fallback = {f: _class_name(f) for f in folders}
+    tsv = root / "classes.tsv"
+    if not tsv.is_file():
+        return fallback, "folder names"
+    try:
+        classes = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise HalsalError(f"{tsv} is not a tab-separated table with columns class_id, name: {exc}") from exc
+    if "name" not in classes:
+        raise HalsalError(f"{tsv} has no `name` column (columns: {', '.join(classes.columns)}); "
+                          "expected class_id<TAB>name, or remove it to name classes by folder")
+    by_folder: dict[str, str] = {}
+    if "folder" in classes:
+        by_folder = dict(zip(classes["folder"], classes["name"]))
+    elif "class_id" in classes:
+        by_id = {_as_id(i): n for i, n in zip(classes["class_id"], classes["name"]) if _as_id(i) is not None}
+        folder_ids = _folder_class_ids(root)
+        for f in folders:
+            cid = folder_ids.get(f, _as_id(f.partition("_")[0]))
+            if cid in by_id:
+                by_folder[f] = by_id[cid]
+    names = {f: by_folder[f].replace("_", " ").strip() if by_folder.get(f, "").strip() else fallback[f] for f in folders}
+    named = sum(1 for f in folders if by_folder.get(f, "").strip())
+    return names, ("classes.tsv" if named == len(folders) else f"classes.tsv ({named} of {len(folders)} classes), "
+                   "folder names for the rest")
+
+
+def _as_id(text) -> int | None:
+    text = str(text).strip()
+    return int(text) if text.isdigit() else None
+
+
+def _folder_class_ids(root: Path) -> dict[str, int]:
+    """Class folder -> the ``class_id`` of its images in ``images.tsv`` (where it has one)."""
     tsv = root / "images.tsv"
     if not tsv.is_file():
         return {}
-    meta = pd.read_csv(tsv, sep="\t", dtype=str)
-    if "path" not in meta or "official_split" not in meta:
+    meta = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
+    if "path" not in meta or "class_id" not in meta:
         return {}
-    return dict(zip(meta["path"], meta["official_split"].fillna("")))
+    out = {}
+    for path, cid in zip(meta["path"], meta["class_id"]):
+        parts = Path(path).parts
+        if len(parts) >= 2 and _as_id(cid) is not None:
+            out.setdefault(parts[-2], _as_id(cid))
+    return out
+
+
+def _images_meta(root: Path) -> dict[str, dict]:
+    """Per relative path: the official split and the object box (``bbox_x bbox_y bbox_w bbox_h``,
+    stored-image pixels) from ``images.tsv`` beside ``images/``, where it has those columns."""
+    tsv = root / "images.tsv"
+    if not tsv.is_file():
+        return {}
+    meta = pd.read_csv(tsv, sep="\t", dtype={"path": str, "official_split": str}, keep_default_na=False,
+                       na_values={c: [""] for c in BOX_COLUMNS})
+    if "path" not in meta:
+        return {}
+    cols = [c for c in ["official_split", *BOX_COLUMNS] if c in meta]
+    if set(BOX_COLUMNS) - set(cols):
+        cols = [c for c in cols if c not in BOX_COLUMNS]  # a partial box is no box
+    return {p: dict(zip(cols, vals)) for p, *vals in zip(meta["path"], *(meta[c] for c in cols))}
 
 
 def read_index(path: str | Path) -> pd.DataFrame:
@@ -72,4 +199,7 @@ def read_index(path: str | Path) -> pd.DataFrame:
     missing = set(INDEX_COLUMNS) - set(frame.columns)
     if missing:
         raise HalsalError(f"{path} lacks columns {sorted(missing)}")
+    for c in BOX_COLUMNS:
+        if c in frame:
+            frame[c] = pd.to_numeric(frame[c].replace("", np.nan), errors="coerce")
     return frame

@@ -28,11 +28,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
+from halsal.data.datasets import IMAGE_EXTENSIONS, is_hidden
 from halsal.errors import HalsalError
 from halsal.io import write_json, write_tsv
 
 DATASETS = ("flowers102", "cub200", "cars196", "imagenet_val", "folder")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+IMAGE_EXTS = IMAGE_EXTENSIONS  # one list, halsal.data.datasets (the folder indexer uses it too)
 READY = "READY.json"
 PARTIAL = ".halsal-partial"
 FORMAT_VERSION = 1
@@ -53,7 +54,7 @@ def class_dir(class_id: int, name: str, width: int = 3) -> str:
 
 
 def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTS and not path.name.startswith(".")
+    return path.suffix.lower() in IMAGE_EXTS and not is_hidden(path.name)
 
 
 def place(src: Path, dst: Path, mode: str) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from halsal.data.boxes import BOX_COLUMNS, CACHE_BOX_COLUMNS, box_to_cache
 from halsal.data.datasets import read_index
 from halsal.data.decode import decode_images
 from halsal.io import save_npy, write_json, write_tsv
@@ -26,6 +28,8 @@ def prepare(index_tsv: str | Path, out_dir: str | Path, *, resize: int = 256, ba
                            on_error=on_error, progress=progress)
     manifest = pd.DataFrame({"row": range(len(index)), "path": index["path"], "status": result.status,
                              "reason": result.reasons})
+    if set(BOX_COLUMNS) <= set(index.columns):
+        manifest[CACHE_BOX_COLUMNS] = cache_boxes(index, resize)
     # The manifest goes first: images.npy is the rule's completion marker.
     write_tsv(out_dir / "manifest.tsv", manifest)
     summary = {"images": len(index), "ok": int((manifest["status"] == "ok").sum()),
@@ -34,3 +38,21 @@ def prepare(index_tsv: str | Path, out_dir: str | Path, *, resize: int = 256, ba
     write_json(out_dir / "prepare.json", summary)
     save_npy(out_dir / "images.npy", result.images)
     return summary
+
+
+def cache_boxes(index: pd.DataFrame, resize: int) -> np.ndarray:
+    """Each image's object box in the cache's pixels ``(N, 4)``, NaN where it has none. The
+    image's stored size comes from its header (boxes are in stored pixels, before EXIF rotation)."""
+    from PIL import Image
+
+    out = np.full((len(index), 4), np.nan)
+    for i, (path, *box) in enumerate(zip(index["path"], *(index[c] for c in BOX_COLUMNS))):
+        if not np.isfinite(np.asarray(box, dtype=float)).all():
+            continue
+        try:
+            with Image.open(path) as im:
+                width, height = im.size
+        except (OSError, ValueError):
+            continue  # a file that does not decode is skipped (or fails) in the decode step
+        out[i] = box_to_cache(box, width, height, resize)
+    return out

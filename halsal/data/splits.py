@@ -14,23 +14,33 @@ from halsal.errors import HalsalError
 
 
 def make_split(index: pd.DataFrame, seed: int, *, val_per_class: int = 5, test_per_class: int = 5,
-               max_k: int = 1, too_few: str = "error") -> tuple[pd.DataFrame, list[str]]:
+               max_k: int = 1, too_few: str = "error", usable: pd.Series | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Assign every image a role (train/val/test) and a rank within its class and role.
 
-    ``max_k`` is the largest integer k the config asks for: a class with fewer than
-    ``max_k + val + test`` images is an error naming the class and the counts
+    ``usable`` (boolean, aligned with ``index``; see :func:`usable_rows`) marks the images that
+    decode: the others never take a place, so a class keeps ``val + test`` images that
+    exist. ``max_k`` is the largest integer k the config asks for: a class with fewer than
+    ``max_k + val + test`` usable images is an error naming the class and the counts
     (``too_few='error'``), or is dropped and reported (``too_few='drop_class'``).
-    Returns the split table and a list of human-readable notes about dropped classes.
+    Returns the split table (``row``: the image's row in the index and the prepared cache) and
+    a list of human-readable notes about dropped classes.
     """
     need = max_k + val_per_class + test_per_class
+    frame = index.reset_index(drop=True).reset_index().rename(columns={"index": "row"})
+    ok = (pd.Series(True, index=frame.index) if usable is None
+          else pd.Series(usable).reset_index(drop=True).reindex(frame.index, fill_value=False).astype(bool))
     rows, notes = [], []
-    for label, group in index.reset_index().rename(columns={"index": "row"}).groupby("label", sort=True):
-        name = group["class_name"].iloc[0]
+    for label, whole in frame.groupby("label", sort=True):
+        name = whole["class_name"].iloc[0]
+        group = whole[ok.loc[whole.index]]
+        bad = len(whole) - len(group)
         if len(group) < need:
-            msg = (f"class {name!r} (label {label}) has {len(group)} images, but k={max_k} needs "
+            have = f"{len(group)} usable images ({bad} did not decode)" if bad else f"{len(group)} images"
+            msg = (f"class {name!r} (label {label}) has {have}, but k={max_k} needs "
                    f"{max_k} train + {val_per_class} val + {test_per_class} test = {need}")
             if too_few == "error":
-                raise HalsalError(msg + ": lower the largest k in `ks`, or set `data.too_few_images: drop_class` to drop such classes (they are then listed in the report)")
+                raise HalsalError(msg + ": lower the largest k in `ks`, or set `too_few_images: drop_class` (under "
+                                  "`data:` or the dataset) to drop such classes (they are then listed in the report)")
             notes.append(msg + "; class dropped")
             continue
         # One RNG per (seed, class), so a class's split does not depend on the others.
@@ -45,6 +55,18 @@ def make_split(index: pd.DataFrame, seed: int, *, val_per_class: int = 5, test_p
         raise HalsalError("no class has enough images for the requested k: see the messages above")
     split = pd.concat(rows, ignore_index=True)[["row", "path", "label", "class_name", "role", "rank"]]
     return split, notes
+
+
+def usable_rows(index: pd.DataFrame, manifest: pd.DataFrame) -> pd.Series:
+    """Which index rows decoded (prepare's ``manifest.tsv``: ``row``, ``path``, ``status``).
+
+    A manifest that does not match the index (another row count or other paths) is an error:
+    the index changed after the images were prepared.
+    """
+    if len(manifest) != len(index) or list(manifest["path"]) != list(index["path"]):
+        raise HalsalError(f"the prepared manifest ({len(manifest)} images) does not match the index "
+                          f"({len(index)} images): re-run the prepare rule for this dataset")
+    return pd.Series(manifest.sort_values("row")["status"].to_numpy() == "ok", index=index.index)
 
 
 def select(split: pd.DataFrame, role: str, k: str | int | None = None) -> pd.DataFrame:

@@ -16,6 +16,7 @@ depend on the order or number of images generated.
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from halsal.data.boxes import BOX_COLUMNS
 from halsal.io import atomic_write, write_tsv
 
 # Detail spots: (name, position on the object in body-radius units). Classes cycle through
@@ -124,24 +126,35 @@ def _bird(draw, rng, size, spot_pos, spot_colour):
 
 def render(task: str, label: int, index: int, seed: int, size: int) -> Image.Image:
     """One image of class ``label`` (deterministic in its arguments)."""
+    return render_with_box(task, label, index, seed, size)[0]
+
+
+def render_with_box(task: str, label: int, index: int, seed: int, size: int) -> tuple[Image.Image, tuple]:
+    """One image of class ``label`` and its object's box ``(x, y, w, h)`` in pixels: the bird
+    (``fine``) or the shape (``coarse``), measured on the object drawn alone."""
     rng = np.random.default_rng([seed, label, index])
     img = Image.new("RGB", (size, size), tuple(int(c) for c in rng.integers(60, 180, 3)))
     draw = ImageDraw.Draw(img)
     _clutter(draw, rng, size)
-    if task == "fine":
-        _bird(draw, rng, size, SPOT_POSITIONS[label % 5][1], SPOT_COLOURS[label // 5][1])
-    else:
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        r = rng.uniform(0.2, 0.3) * size
-        cx, cy = rng.uniform(0.3, 0.7, 2) * size
-        _shape(draw, SHAPES[label], cx, cy, r, colour, rng.uniform(0, math.pi))
+    # The object is drawn twice from the same RNG state: on the image, and alone on black.
+    alone = Image.new("RGB", (size, size))
+    for target, gen in ((ImageDraw.Draw(alone), copy.deepcopy(rng)), (draw, rng)):
+        if task == "fine":
+            _bird(target, gen, size, SPOT_POSITIONS[label % 5][1], SPOT_COLOURS[label // 5][1])
+        else:
+            colour = tuple(int(c) for c in gen.integers(0, 256, 3))
+            r = gen.uniform(0.2, 0.3) * size
+            cx, cy = gen.uniform(0.3, 0.7, 2) * size
+            _shape(target, SHAPES[label], cx, cy, r, colour, gen.uniform(0, math.pi))
+    x0, y0, x1, y1 = alone.getbbox() or (0, 0, size, size)
     arr = np.asarray(img, dtype=np.int16) + rng.integers(-12, 13, (size, size, 3))
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)), (x0, y0, x1 - x0, y1 - y0)
 
 
 def generate(root: str | Path, *, task: str, classes: int, images_per_class: int, image_size: int = 160,
              seed: int = 0) -> pd.DataFrame:
-    """Write ``root/images/<class>/<file>.jpg`` and return the index (see docs/design.md)."""
+    """Write ``root/images/<class>/<file>.jpg``, ``root/images.tsv`` (each image's object box, the
+    CUB layout) and return the index with the boxes (see docs/design.md)."""
     root = Path(root)
     names = class_names(task, classes)
     rows = []
@@ -150,9 +163,13 @@ def generate(root: str | Path, *, task: str, classes: int, images_per_class: int
         class_dir.mkdir(parents=True, exist_ok=True)
         for i in range(images_per_class):
             path = class_dir / f"{name}_{i:04d}.jpg"
+            img, box = render_with_box(task, label, i, seed, image_size)
             with atomic_write(path) as tmp:
-                render(task, label, i, seed, image_size).save(tmp, format="JPEG", quality=92)
-            rows.append({"path": str(path.resolve()), "label": label, "class_name": name, "official_split": ""})
+                img.save(tmp, format="JPEG", quality=92)
+            rows.append({"path": str(path.resolve()), "label": label, "class_name": name, "official_split": "",
+                         **dict(zip(BOX_COLUMNS, box))})
     index = pd.DataFrame(rows)
     write_tsv(root / "classes.tsv", pd.DataFrame({"label": range(len(names)), "class_name": names}))
+    write_tsv(root / "images.tsv", index.assign(path=[str(Path(p).relative_to(root.resolve())) for p in index["path"]])
+              [["path", "label", *BOX_COLUMNS]])
     return index

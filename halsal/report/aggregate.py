@@ -22,8 +22,14 @@ SYNTHETIC_NOTE = "SYNTHETIC data \u2014 not a reproduction of the paper"
 RUN_COLUMNS = [
     "arch", "dataset", "method", "variant", "depth", "fusion", "modulation", "k", "seed",
     "synthetic", "num_classes", "input_size", "epochs", "best_epoch", "val_acc", "test_acc",
-    "n_train", "n_val", "n_test", "weights", "wall_seconds", "device", "run_dir",
+    "n_train", "n_val", "n_test", "weights", "wall_seconds", "device", "saliency_maps",
 ]
+# metrics.json's "saliency" object ({"before"|"val"|"test": stats}, runs with a map only;
+# halsal/train/health.py) flattened to sal_<part>_<stat>; NaN for runs without a map.
+SAL_PARTS = ("before", "val", "test")
+SAL_STATS = ("mean", "dead_fraction", "spatial_cv", "object_ratio", "n")
+SAL_COLUMNS = [f"sal_{part}_{stat}" for part in SAL_PARTS for stat in SAL_STATS]
+RUN_COLUMNS += SAL_COLUMNS + ["run_dir"]
 _VARIANT = re.compile(r"^d(?P<depth>\d+)-(?P<fusion>[A-Za-z0-9_.]+)-(?P<modulation>eq[12])$")
 
 
@@ -78,7 +84,15 @@ def read_metrics(path: str | Path) -> dict:
     row["k"] = str(m["k"])
     row["seed"] = int(m["seed"])
     row["synthetic"] = bool(m.get("synthetic", False))
+    # Backbone weights: metrics.json of `halsal finetune` does not record them today (its
+    # "config" is the optimiser's); left empty rather than guessed from the current config.
     row["weights"] = m.get("weights", (m.get("config") or {}).get("weights"))
+    sal = m.get("saliency") or {}
+    for part in SAL_PARTS:
+        stats = sal.get(part) or {}
+        for stat in SAL_STATS:
+            value = stats.get(stat)
+            row[f"sal_{part}_{stat}"] = math.nan if value is None else float(value)
     row["run_dir"] = str(path.parent)
     return row
 
@@ -107,9 +121,12 @@ def glob_metrics(runs_root: str | Path) -> list[Path]:
 def read_runs(path: str | Path) -> pd.DataFrame:
     """runs.tsv back, with k as text (``K`` is a valid k) and booleans restored."""
     try:
-        runs = pd.read_csv(path, sep="\t", dtype={"k": str, "fusion": str, "variant": str})
+        runs = pd.read_csv(path, sep="\t", dtype={"k": str, "fusion": str, "variant": str, "saliency_maps": str})
     except (OSError, pd.errors.EmptyDataError) as exc:
         raise HalsalError(f"cannot read the runs table {path}: {exc}; re-run `halsal aggregate`") from exc
+    for col in RUN_COLUMNS:  # a runs.tsv from before a column existed: the column is empty
+        if col not in runs:
+            runs[col] = math.nan
     if "synthetic" in runs:
         runs["synthetic"] = runs["synthetic"].astype(str).str.lower().isin(["true", "1"])
     return runs

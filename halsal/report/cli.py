@@ -37,7 +37,9 @@ def cmd_tables(args) -> None:
     runs = read_runs(args.runs)
     out = write_tables(runs, args.outdir, parse_variant_arg(args.variant), configured_archs=args.archs, datasets=args.datasets,
                        methods=args.methods, ks=args.ks, synthetic_datasets=args.synthetic_datasets)
-    print(f"tables: {len(out['cells'])} cells, {len(out['differences'])} paired differences -> {args.outdir}")
+    dead = int((out["health"].n_dead > 0).sum()) if len(out["health"]) else 0
+    print(f"tables: {len(out['cells'])} cells, {len(out['differences'])} paired differences, "
+          f"{len(out['health'])} saliency-health rows ({dead} with a dead map) -> {args.outdir}")
 
 
 def cmd_plots(args) -> None:
@@ -75,7 +77,8 @@ def register(subparsers) -> None:
                        help="the main (non-ablation) variant, e.g. d4-pool2-eq2, or one per arch: "
                             "alexnet=d4-pool2-eq2 resnet152=d4-layer2.0-eq2")
 
-    p = subparsers.add_parser("tables", help="accuracy tables in the paper's layout + paired differences (TSV, HTML)")
+    p = subparsers.add_parser("tables", help="accuracy tables in the paper's layout, paired differences and "
+                              "saliency health (TSV, HTML); reads each run's predictions.tsv via runs.tsv's run_dir")
     common(p)
     p.add_argument("--archs", nargs="*", default=[], help="configured archs (others say 'not run')")
     p.add_argument("--datasets", nargs="*", default=[], help="configured datasets")

@@ -24,11 +24,40 @@ METHOD_LABELS = {
 METHOD_ORDER = list(METHOD_LABELS)
 # The paper's asterisk: SMIC needs an explicit saliency method (a saliency dataset).
 SMIC_NOTE = "* requires an explicit saliency method (SMIC, Flores et al. 2019)"
+# SMIC run with maps from the spectral residual (Hou & Zhang 2007), not from the explicit
+# saliency method of the paper: same architecture, different maps, so it gets its own name
+# and is never compared with the paper's SMIC row (the paper's value is shown for reference).
+SMIC_SPECTRAL_LABEL = "SMIC (spectral-residual maps)"
+SMIC_SPECTRAL_NOTE = (f"{SMIC_SPECTRAL_LABEL}: the SMIC network fed with spectral-residual maps (Hou & Zhang 2007, "
+                      "an unsupervised method), not the explicit saliency method of the paper; the paper's SMIC "
+                      "values are shown for reference only, without a difference.")
 ARCH_LABELS = {"alexnet": "AlexNet", "resnet152": "ResNet-152"}
 PAPER_TABLES = {"alexnet": "table1_alexnet.tsv", "resnet152": "table2_resnet152.tsv"}
 PAPER_KS = ["1", "2", "3", "5", "10", "15", "20", "25", "30", "K"]
 _PAPER_METHOD = {"Baseline-RGB": "baseline", "Baseline-RGB + scratch SAL": "scratch_sal",
                  "SMIC": "smic", "Approach A": "approach_a", "Approach B": "approach_b"}
+
+
+def smic_maps_kind(runs: pd.DataFrame) -> str | None:
+    """Where the SMIC runs' maps come from (metrics.json ``saliency_maps``, the runs table's
+    ``saliency_maps`` column): "spectral_residual", "folder" ("precomputed maps from ..."), or
+    None when no SMIC run says. Spectral residual in any run wins: those runs are not the paper's SMIC."""
+    if not len(runs) or "saliency_maps" not in runs:
+        return None
+    text = [str(t).lower() for t in runs[runs.method == "smic"].saliency_maps.dropna()]
+    if any("spectral residual" in t for t in text):
+        return "spectral_residual"
+    if any(t.startswith("precomputed maps from") for t in text):
+        return "folder"
+    return None
+
+
+def method_labels(runs: pd.DataFrame | None = None) -> dict:
+    """METHOD_LABELS for these runs: SMIC is "SMIC (spectral-residual maps)" when its maps are spectral residual."""
+    labels = dict(METHOD_LABELS)
+    if runs is not None and smic_maps_kind(runs) == "spectral_residual":
+        labels["smic"] = SMIC_SPECTRAL_LABEL
+    return labels
 
 
 @functools.lru_cache(maxsize=None)
@@ -46,23 +75,54 @@ def paper_table() -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def paper_dataset(name: str) -> tuple[str, bool]:
-    """The paper dataset a run's dataset is compared with, and whether the match is by name.
+# The paper's datasets by config `kind` (what halsal fetches in full): the name of their
+# rows in Tables 1-2, the full name and the number of classes.
+PAPER_DATASETS = {"flowers102": ("Flowers", "Oxford Flowers 102", 102),
+                  "cub200": ("Birds", "CUB-200-2011", 200),
+                  "cars196": ("Cars", "Stanford Cars", 196)}
 
-    Flowers/Birds/Cars are recognised by name (flowers102, cub200, cars196, ...). Any other
-    dataset (the synthetic default, a user folder) gets Flowers, the paper's main dataset
-    and the one of its Figures 2-3, as a reference only (``False``).
+
+def paper_dataset(name: str, kind: str | None = None) -> tuple[str, bool]:
+    """The paper's row shown beside a dataset, and whether the dataset IS that paper dataset.
+
+    Only the config `kind` makes a dataset a paper dataset (``flowers102``/``cub200``/``cars196``:
+    fetched in full), never its name: a folder named "cars_subset" is not Stanford Cars. For any
+    other dataset the row is picked for reference only (``False``): by a hint in the name
+    (flower, cub/bird, car), else Flowers, the paper's main dataset and that of Figures 2-3.
     """
+    if kind in PAPER_DATASETS:
+        return PAPER_DATASETS[kind][0], True
     low = name.lower()
     for key, paper in (("flower", "Flowers"), ("cub", "Birds"), ("bird", "Birds"), ("car", "Cars")):
         if key in low:
-            return paper, True
+            return paper, False
     return "Flowers", False
 
 
-def paper_value(arch: str, dataset: str, method: str, k: str) -> float:
-    """The printed accuracy (%) or NaN where the paper has no such cell."""
+def comparability(name: str, kind: str | None, num_classes=None, ks=()) -> str | None:
+    """Why a dataset's runs are NOT comparable with the paper's row (None when they are).
+
+    Comparable only when the dataset is the paper dataset fetched in full (its `kind`), has
+    that dataset's class count (no class dropped; ``num_classes`` from the runs, None when no
+    run finished), and at least one of its k values is in the paper (``ks``).
+    """
+    pdata, is_paper = paper_dataset(name, kind)
+    if not is_paper:
+        what = f"a {kind} dataset" if kind else "not a dataset of the paper"
+        return f"{name} is {what} (only kind flowers102, cub200 or cars196, fetched in full, is the paper's data)"
+    full, classes = PAPER_DATASETS[kind][1], PAPER_DATASETS[kind][2]
+    if num_classes is None:
+        return f"no finished run to check that {name} has {full}'s {classes} classes"
+    if int(num_classes) != classes:
+        return f"{name} has {int(num_classes)} classes, {full} in the paper has {classes}"
+    if ks and not any(str(k) in PAPER_KS for k in ks):
+        return f"none of the k values ({', '.join(map(str, ks))}) is in the paper"
+    return None
+
+
+def paper_value(arch: str, dataset: str, method: str, k: str, kind: str | None = None) -> float:
+    """The printed accuracy (%) or NaN where the paper has no such cell (``kind``: the dataset's config kind)."""
     table = paper_table()
-    pdata, _ = paper_dataset(dataset)
+    pdata, _ = paper_dataset(dataset, kind)
     hit = table[(table.arch == arch) & (table.dataset == pdata) & (table.method == method) & (table.k == str(k))]
     return float(hit.acc.iloc[0]) if len(hit) else float("nan")

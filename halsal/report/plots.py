@@ -23,7 +23,7 @@ import seaborn as sns  # noqa: E402
 from halsal.errors import HalsalError  # noqa: E402
 from halsal.io import atomic_write  # noqa: E402
 from halsal.report.aggregate import SYNTHETIC_NOTE, any_synthetic, k_sort_key, sort_ks  # noqa: E402
-from halsal.report.paper import ARCH_LABELS, METHOD_LABELS, METHOD_ORDER  # noqa: E402
+from halsal.report.paper import ARCH_LABELS, METHOD_LABELS, METHOD_ORDER, method_labels  # noqa: E402
 from halsal.report.stats import mean_ci  # noqa: E402
 
 # Fusion points in network order (AlexNet, then ResNet stages); unknown ones sort last.
@@ -67,11 +67,12 @@ def accuracy_vs_k(runs: pd.DataFrame, arch: str, dataset: str, path) -> None:
     pos = _k_positions(sel.k)
     sel["x"] = sel.k.map(pos)
     sel["acc"] = sel.test_acc * 100
-    sel["Method"] = sel.method.map(METHOD_LABELS)
-    order = [METHOD_LABELS[m] for m in METHOD_ORDER if m in set(sel.method)]
+    labels = method_labels(sel)  # SMIC with spectral-residual maps is named so
+    sel["Method"] = sel.method.map(labels)
+    order = [labels[m] for m in METHOD_ORDER if m in set(sel.method)]
     fig, ax = plt.subplots(figsize=(6.4, 4))
     sns.lineplot(data=sel, x="x", y="acc", hue="Method", hue_order=order, errorbar="sd", marker="o",
-                 palette={METHOD_LABELS[m]: c for m, c in PALETTE.items()}, ax=ax)
+                 palette={labels[m]: c for m, c in PALETTE.items()}, ax=ax)
     ax.set_xticks(list(pos.values()), list(pos.keys()))
     ax.set_xlabel("training images per class (k)")
     ax.set_ylabel("test accuracy (%)")
@@ -106,7 +107,7 @@ def improvement_vs_k(runs: pd.DataFrame, arch: str, dataset: str, path, referenc
         if not pts:
             continue
         x, mean, low, high = map(np.array, zip(*pts))
-        ax.plot(x, mean, marker="o", color=PALETTE[m], label=METHOD_LABELS[m])
+        ax.plot(x, mean, marker="o", color=PALETTE[m], label=method_labels(sel)[m])
         ok = ~np.isnan(low)
         ax.fill_between(x[ok], low[ok], high[ok], color=PALETTE[m], alpha=0.15)
     ax.set_xticks(list(pos.values()), list(pos.keys()))
@@ -147,7 +148,8 @@ def ablation_plot(runs: pd.DataFrame, default_variant: str, factor: str, path) -
         varied = sub.groupby("method")[factor].nunique()
         sub = sub[sub.method.isin(varied[varied >= 2].index)].copy()  # a single point is not a curve
         sub["acc"] = sub.test_acc * 100
-        sub["Method"] = sub.method.map(METHOD_LABELS)
+        labels = method_labels(sub)
+        sub["Method"] = sub.method.map(labels)
         if factor == "fusion":
             levels = sorted(set(sub.fusion), key=lambda f: (FUSION_ORDER.index(f) if f in FUSION_ORDER else 99, f))
             sub["x"] = sub.fusion.map({f: i for i, f in enumerate(levels)})
@@ -155,7 +157,7 @@ def ablation_plot(runs: pd.DataFrame, default_variant: str, factor: str, path) -
             levels = sorted(set(sub.depth))
             sub["x"] = sub.depth
         sns.lineplot(data=sub, x="x", y="acc", hue="Method", errorbar="sd", marker="o", ax=ax,
-                     palette={METHOD_LABELS[m]: c for m, c in PALETTE.items()})
+                     palette={labels[m]: c for m, c in PALETTE.items()})
         base = runs[(runs.method == "baseline") & (runs.arch == arch) & (runs.dataset == dataset) & (runs.k == k)]
         if len(base):
             ax.axhline(base.test_acc.mean() * 100, color=PALETTE["baseline"], ls="--", label="Baseline-RGB")
@@ -205,11 +207,12 @@ def learning_curves(runs: pd.DataFrame, variant: str, path, dataset=None, k=None
     arch, ds, kk, sd = choice
     sel = main[(main.arch == arch) & (main.dataset == ds) & (main.k == kk) & (main.seed == sd)]
     frames = []
+    labels = method_labels(sel)
     for _, r in sel.iterrows():
         hist = Path(r.run_dir) / "history.tsv"
         if hist.exists():
             h = pd.read_csv(hist, sep="\t")
-            h["Method"] = METHOD_LABELS[r.method]
+            h["Method"] = labels[r.method]
             h["best_epoch"] = r.best_epoch
             frames.append(h)
     if not frames:
@@ -217,7 +220,7 @@ def learning_curves(runs: pd.DataFrame, variant: str, path, dataset=None, k=None
                     any_synthetic(sel))
         return False
     hist = pd.concat(frames, ignore_index=True)
-    pal = {METHOD_LABELS[m]: c for m, c in PALETTE.items()}
+    pal = {labels[m]: c for m, c in PALETTE.items()}
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     sns.lineplot(data=hist, x="epoch", y="train_loss", hue="Method", palette=pal, ax=a1)
     hist = hist.assign(val_pct=hist.val_acc * 100)

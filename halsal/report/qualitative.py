@@ -7,10 +7,18 @@ predictions, and an example image of the wrongly predicted class (as in the pape
 are pooled over every k and seed of the first architecture, smallest k first, one row per
 test image. Images come from ``results/prepared/{dataset}/images.npy`` (index.tsv order)
 and class names from ``results/datasets/{dataset}/index.tsv``.
+
+Every overlaid map is min-max normalised for display, so each one is labelled with its own
+``mean`` and ``object_ratio`` (:func:`map_summary`, the per-image form of the run statistics
+of halsal/train/health.py, from saliency.npz's maps and ``boxes``): a flat map no longer looks
+like a map (a constant map is drawn without overlay and marked "flat"), and an all-zero map is
+drawn without overlay and labelled "dead (all zero)".
 """
 
 from __future__ import annotations
 
+import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +63,52 @@ def _saliency(run_dir, key: str = "after") -> dict:
         return {int(r): np.asarray(m, dtype=np.float32) for r, m in zip(z["rows"], z[key])}
 
 
+def _boxes(run_dir) -> dict:
+    """{index.tsv row: (x0, y0, x1, y1)} in the network input's pixels from saliency.npz
+    (absent in files written before boxes were recorded; NaN rows: no box)."""
+    p = Path(run_dir) / "saliency.npz"
+    if not p.exists():
+        return {}
+    with np.load(p, allow_pickle=False) as z:
+        if "boxes" not in z or "rows" not in z or len(z["boxes"]) != len(z["rows"]):
+            return {}
+        return {int(r): np.asarray(b, dtype=np.float64) for r, b in zip(z["rows"], z["boxes"])}
+
+
+def map_summary(smap: np.ndarray, box=None, input_size: int = 0) -> dict:
+    """One map's ``mean``, ``object_ratio`` (mean inside the object box, cells weighted by their
+    coverage, over the mean on the whole map; None without a box or for a dead map), ``dead``
+    (all zero) and ``flat`` (no spatial variation). The map covers the ``input_size`` square."""
+    m = np.asarray(smap, dtype=np.float64)
+    mean = float(m.mean())
+    dead = bool(m.max() <= 0)
+    ratio = None
+    b = None if box is None else np.asarray(box, dtype=np.float64).reshape(-1)
+    if not dead and b is not None and len(b) == 4 and np.isfinite(b).all() and input_size:
+        x0, y0, x1, y1 = b
+        h, w = m.shape
+        ys, xs = np.linspace(0, input_size, h + 1), np.linspace(0, input_size, w + 1)
+        cy = np.clip(np.minimum(ys[1:], y1) - np.maximum(ys[:-1], y0), 0, None) / np.diff(ys)
+        cx = np.clip(np.minimum(xs[1:], x1) - np.maximum(xs[:-1], x0), 0, None) / np.diff(xs)
+        wgt = cy[:, None] * cx[None, :]
+        if wgt.sum() > 0 and mean > 0:
+            ratio = float((m * wgt).sum() / wgt.sum() / mean)
+    flat = not dead and float(m.max() - m.min()) <= 1e-6 * max(abs(float(m.max())), 1e-12)
+    return {"mean": mean, "object_ratio": ratio, "dead": dead, "flat": flat}
+
+
+def map_label(summary: dict | None) -> str:
+    """'mean 0.412' / 'object ratio 1.83' on two lines, '(flat)' for a constant map, or 'dead (all zero)'."""
+    if summary is None:
+        return "no saliency map"
+    if summary["dead"]:
+        return "dead (all zero)"
+    ratio = summary["object_ratio"]
+    obj = "no box" if ratio is None or math.isnan(ratio) else f"{ratio:.2f}"
+    flat = " (flat)" if summary["flat"] else ""
+    return f"mean {summary['mean']:.3g}{flat}\nobject ratio {obj}"
+
+
 def find_cases(runs: pd.DataFrame, arch: str, dataset: str, variant: str, kind: str) -> pd.DataFrame:
     """Test images where approach_b is right and baseline wrong (``success``) or the reverse (``failure``)."""
     sel = runs[(runs.arch == arch) & (runs.dataset == dataset) & (runs.variant == variant_of(variant, arch))]
@@ -89,13 +143,27 @@ def _crop(img: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img[o:o + size, o:o + size])
 
 
-def _overlay(ax, img: np.ndarray, smap: np.ndarray | None) -> None:
+def _overlay(ax, img: np.ndarray, smap: np.ndarray | None, box=None, input_size: int = 0) -> dict | None:
+    """The image with the map over it (min-max normalised) and the map's own statistics as the
+    panel's label; a dead map is not overlaid. Returns :func:`map_summary` or None (no map)."""
     ax.imshow(img)
-    if smap is not None:
+    summary = None if smap is None else map_summary(smap, box, input_size or img.shape[0])
+    ax.set_xlabel(map_label(summary), fontsize=6.5, color="#b00" if summary and summary["dead"] else "#222")
+    if summary is not None and not summary["dead"] and not summary["flat"]:  # flat: nothing to normalise
         lo, hi = float(smap.min()), float(smap.max())
         norm = (smap - lo) / (hi - lo) if hi > lo else np.zeros_like(smap)
         ax.imshow(norm, cmap="jet", alpha=0.45, extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5),
                   interpolation="bilinear", vmin=0, vmax=1)
+    elif summary is not None and summary["dead"]:
+        ax.text(0.5, 0.5, "dead\n(all zero)", transform=ax.transAxes, ha="center", va="center", color="w",
+                fontsize=9, fontweight="bold", bbox={"facecolor": "#b00", "alpha": 0.8, "edgecolor": "none"})
+    return summary
+
+
+def _wrap(text: str, width: int = 30) -> str:
+    """Wrap every line of ``text`` to ``width`` characters (long class names stay in their panel)."""
+    return "\n".join(textwrap.fill(line, width, subsequent_indent="  ", break_long_words=True)
+                     for line in text.split("\n"))
 
 
 def _example_row(index: pd.DataFrame, label: int, avoid: set) -> int | None:
@@ -123,30 +191,35 @@ def case_grid(runs: pd.DataFrame, arch: str, dataset: str, variant: str, kind: s
     images, index = load_dataset(results_root, dataset)
     cases = cases.head(max_rows)
     set_style()
-    fig, axes = plt.subplots(len(cases), 4, figsize=(10, 2.6 * len(cases)), squeeze=False)
-    heads = ["test image", f"{METHOD_LABELS[GOOD]} saliency (after fine-tuning)", "classes",
-             "example of the wrongly predicted class"]
+    fig, axes = plt.subplots(len(cases), 4, figsize=(11, 2.7 * len(cases)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1, 1.35, 1]})
+    heads = ["test image", f"{METHOD_LABELS[GOOD]} saliency\n(after fine-tuning, min-max normalised)", "classes",
+             "example of the\nwrongly predicted class"]
     sal_cache: dict = {}
     for i, (_, c) in enumerate(cases.iterrows()):
         img = _crop(images[int(c.row)], int(c.input_size))
         smaps = sal_cache.setdefault(c.good_dir, _saliency(c.good_dir))
+        boxes = sal_cache.setdefault((c.good_dir, "boxes"), _boxes(c.good_dir))
         axes[i, 0].imshow(img)
-        _overlay(axes[i, 1], img, smaps.get(int(c.row)))
+        _overlay(axes[i, 1], img, smaps.get(int(c.row)), boxes.get(int(c.row)), int(c.input_size))
         if int(c.row) not in smaps:
             axes[i, 1].text(0.5, 0.5, "no saliency map", transform=axes[i, 1].transAxes, ha="center", color="w")
         wrong_method = BAD if kind == "success" else GOOD
-        axes[i, 2].text(0.02, 0.5, f"true: {c.class_name}\n{METHOD_LABELS[wrong_method]}: {c.wrong_name} (wrong)\n"
-                        f"{METHOD_LABELS[GOOD if kind == 'success' else BAD]}: {c.class_name} (right)\n"
-                        f"k={c.k}, seed {c.seed}, test row {int(c.row)}", va="center", fontsize=8, wrap=True)
+        # Wrapped to the panel (long class names used to run past the figure's right edge).
+        axes[i, 2].text(0.0, 0.5, _wrap(f"true: {c.class_name}\n{METHOD_LABELS[wrong_method]}: {c.wrong_name} (wrong)\n"
+                                        f"{METHOD_LABELS[GOOD if kind == 'success' else BAD]}: {c.class_name} (right)\n"
+                                        f"k={c.k}, seed {c.seed}, test row {int(c.row)}"),
+                        va="center", ha="left", fontsize=7.5, transform=axes[i, 2].transAxes)
         ex = _example_row(index, int(c.wrong_pred), set(cases.row.astype(int)))
         if ex is not None:
             axes[i, 3].imshow(_crop(images[ex], int(c.input_size)))
-            axes[i, 3].set_xlabel(str(c.wrong_name), fontsize=8)
+            axes[i, 3].set_xlabel(_wrap(str(c.wrong_name), 34), fontsize=8)
         for j, ax in enumerate(axes[i]):
             ax.set_xticks([]), ax.set_yticks([])
             ax.grid(False)
             if j == 2:
                 ax.axis("off")
+                ax.set_xlim(0, 1)
             if i == 0:
                 ax.set_title(heads[j], fontsize=8)
     fig.suptitle(title_for(title, synthetic), fontsize=10)
@@ -168,24 +241,26 @@ def saliency_gallery(runs: pd.DataFrame, arch: str, dataset: str, variant: str, 
         return 0
     run = sel.assign(_k=sel.k.map(k_sort_key)).sort_values(["_k", "seed"], ascending=[False, True]).iloc[0]
     before, after = _saliency(run.run_dir, "before"), _saliency(run.run_dir, "after")
+    boxes = _boxes(run.run_dir)
     rows = sorted(after)[:n]
     images, index = load_dataset(results_root, dataset)
     size = int(run.input_size) if run.input_size == run.input_size else 0
     set_style()
-    fig, axes = plt.subplots(3, len(rows), figsize=(1.9 * len(rows), 6.2), squeeze=False)
+    fig, axes = plt.subplots(3, len(rows), figsize=(2.2 * len(rows), 6.8), squeeze=False)
     for j, r in enumerate(rows):
         img = _crop(images[r], size)
         axes[0, j].imshow(img)
         axes[0, j].set_title(str(index.class_name.iloc[r])[:18], fontsize=7)
-        _overlay(axes[1, j], img, before.get(r))
-        _overlay(axes[2, j], img, after.get(r))
+        _overlay(axes[1, j], img, before.get(r), boxes.get(r), size)
+        _overlay(axes[2, j], img, after.get(r), boxes.get(r), size)
         for ax in axes[:, j]:
             ax.set_xticks([]), ax.set_yticks([])
             ax.grid(False)
-    for i, lab in enumerate(["image", "before (initial weights)", "after (selected epoch)"]):
+    for i, lab in enumerate(["image", "before\n(initial weights)", "after\n(selected epoch)"]):
         axes[i, 0].set_ylabel(lab, fontsize=8)
-    fig.suptitle(title_for(f"{title} ({arch}, k={run.k}, seed {run.seed}; maps min-max normalised)",
-                           bool(run.synthetic)), fontsize=10)
+    fig.suptitle(title_for(f"{title} ({arch}, k={run.k}, seed {run.seed})\nmaps min-max normalised for display; "
+                           "below each: the map's own mean and object ratio (mean in the object box / mean)",
+                           bool(run.synthetic)), fontsize=9)
     fig.tight_layout()
     save(fig, path)
     return len(rows)

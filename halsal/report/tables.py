@@ -19,11 +19,15 @@ import pandas as pd
 
 from halsal.io import write_text, write_tsv
 from halsal.report.aggregate import variant_of, SYNTHETIC_NOTE, sort_ks
-from halsal.report.paper import ARCH_LABELS, METHOD_LABELS, METHOD_ORDER, SMIC_NOTE, paper_dataset, paper_value
+from halsal.report.health import dead_warnings, warning_html, write_health
+from halsal.report.paper import (ARCH_LABELS, METHOD_LABELS, METHOD_ORDER, SMIC_NOTE, SMIC_SPECTRAL_LABEL,
+                                 SMIC_SPECTRAL_NOTE, method_labels, paper_dataset, paper_value, smic_maps_kind)
 
 MISSING, NOT_RUN = "missing", "not run"
-CELL_COLUMNS = ["arch", "dataset", "paper_dataset", "comparison", "synthetic", "method", "k", "status",
+CELL_COLUMNS = ["arch", "dataset", "paper_dataset", "comparison", "synthetic", "method", "label", "k", "status",
                 "n", "mean", "std", "paper", "diff"]
+SMIC_SPECTRAL_COMPARISON = ("not comparable: SMIC fed with spectral-residual maps, not the paper's explicit "
+                            "saliency method; the paper's SMIC value is shown for reference")
 
 
 def _comparison(dataset: str, synthetic: bool) -> str:
@@ -41,7 +45,8 @@ def accuracy_cells(runs: pd.DataFrame, arch: str, variant: str, datasets=(), met
 
     ``datasets``/``methods``/``ks`` are the configured grid: a configured cell without runs is
     "missing"; a method outside the configuration is "not run" (all of the paper's methods get
-    a row, so SMIC is listed even where it was not run).
+    a row, so SMIC is listed even where it was not run). SMIC runs whose maps are spectral
+    residual are labelled "SMIC (spectral-residual maps)" and never compared with the paper's SMIC.
     """
     sel = runs[(runs.arch == arch) & (runs.variant == variant_of(variant, arch))] if len(runs) else runs
     datasets = list(dict.fromkeys([*datasets, *sorted(set(sel.dataset) - set(datasets))]))
@@ -49,13 +54,16 @@ def accuracy_cells(runs: pd.DataFrame, arch: str, variant: str, datasets=(), met
     configured = set(methods) | set(sel.method)
     arch_configured = arch_configured or len(sel) > 0
     syn = set(synthetic_datasets) | set(sel[sel.synthetic.astype(bool)].dataset if len(sel) else [])
+    labels = method_labels(sel)
+    smic_spectral = smic_maps_kind(sel) == "spectral_residual"
     rows = []
     for dataset in datasets:
         comparison = _comparison(dataset, dataset in syn)
         for method in METHOD_ORDER:
             cell_runs = sel[(sel.dataset == dataset) & (sel.method == method)]
+            own = SMIC_SPECTRAL_COMPARISON if method == "smic" and smic_spectral else comparison
             base = {"arch": arch, "dataset": dataset, "paper_dataset": paper_dataset(dataset)[0],
-                    "comparison": comparison, "synthetic": dataset in syn, "method": method}
+                    "comparison": own, "synthetic": dataset in syn, "method": method, "label": labels[method]}
             per_k = []
             for k in ks:
                 acc = cell_runs[cell_runs.k == k].groupby("seed").test_acc.mean() * 100
@@ -102,7 +110,7 @@ def wide_table(cells: pd.DataFrame) -> pd.DataFrame:
     for (dataset, method), grp in cells.groupby(["dataset", "method"], sort=False):
         first = grp.iloc[0]
         row = {"dataset": dataset, "data": "SYNTHETIC" if first.synthetic else "real",
-               "method": METHOD_LABELS[method], "comparison": first.comparison}
+               "method": first.label, "comparison": first.comparison}
         comparable = first.comparison == "comparable"
         for _, c in grp.set_index("k").loc[ks].reset_index().iterrows():
             label = "AVG" if c.k == "AVG" else f"k={c.k}"
@@ -126,6 +134,9 @@ th{background:#f0f0f0} td.name{text-align:left;max-width:18em}
 .missing{color:#b00;font-style:italic} .not-run{color:#888;font-style:italic}
 .pos{color:#070} .neg{color:#b00} .noise{color:#888}
 p.note{color:#555;font-size:12px;max-width:70em}
+.dead-warning{background:#f8d7da;border:2px solid #b00;color:#600;padding:6px 10px;margin:6px 0;max-width:80em}
+.dead-warning ul{margin:4px 0 0 0;padding-left:20px}
+tr.dead td{background:#fbe3e4}
 """
 
 
@@ -135,7 +146,8 @@ def html_page(title: str, body: str, synthetic: bool) -> str:
             f"<style>{_CSS}</style></head><body><h2>{html.escape(title)}</h2>{banner}{body}</body></html>\n")
 
 
-def accuracy_html(cells: pd.DataFrame, arch: str, not_run_note: str | None = None) -> str:
+def accuracy_html(cells: pd.DataFrame, arch: str, not_run_note: str | None = None, warning: str = "") -> str:
+    """The table page; ``warning``: HTML shown above the table (dead saliency maps)."""
     synthetic = bool(cells.synthetic.any())
     ks = list(dict.fromkeys(cells.k))
     head = "".join(f"<th>{'AVG' if k == 'AVG' else 'k=' + html.escape(k)}</th>" for k in ks)
@@ -143,11 +155,12 @@ def accuracy_html(cells: pd.DataFrame, arch: str, not_run_note: str | None = Non
     max_n = int(cells.n.max()) if len(cells) else 0  # cells with fewer seeds say so
     for dataset, dgrp in cells.groupby("dataset", sort=False):
         methods = list(dict.fromkeys(dgrp.method))
-        comp = dgrp.comparison.iloc[0]
-        comparable = comp == "comparable"
+        comp = dgrp.comparison.iloc[0]  # the dataset's (Baseline-RGB comes first)
         for i, method in enumerate(methods):
+            mrows = dgrp[dgrp.method == method]
+            comparable = mrows.comparison.iloc[0] == "comparable"
             tds = []
-            for _, c in dgrp[dgrp.method == method].set_index("k").loc[ks].reset_index().iterrows():
+            for _, c in mrows.set_index("k").loc[ks].reset_index().iterrows():
                 if c.status == "ok":
                     fewer = f' <span class="paper">(n={int(c.n)})</span>' if c.n < max_n else ""
                     ours = f'<div class="ours">{html.escape(fmt_cell(c))}{fewer}</div>'
@@ -160,7 +173,9 @@ def accuracy_html(cells: pd.DataFrame, arch: str, not_run_note: str | None = Non
                 tds.append(f"<td>{ours}{paper}</td>")
             name = f'<td class="name" rowspan="{len(methods)}"><b>{html.escape(dataset)}</b><br>'\
                    f'<span class="paper">{html.escape(comp)}</span></td>' if i == 0 else ""
-            body.append(f"<tr>{name}<td class=\"name\">{html.escape(METHOD_LABELS[method])}</td>{''.join(tds)}</tr>")
+            own = mrows.comparison.iloc[0]
+            sub = f'<br><span class="paper">{html.escape(own)}</span>' if own != comp else ""
+            body.append(f"<tr>{name}<td class=\"name\">{html.escape(mrows.label.iloc[0])}{sub}</td>{''.join(tds)}</tr>")
     n_seeds = sorted({int(n) for n in cells[cells.status == "ok"].n}) or [0]
     notes = [
         "Test accuracy (%) at the epoch with the best validation accuracy; mean \u00b1 sample std over seeds "
@@ -172,40 +187,64 @@ def accuracy_html(cells: pd.DataFrame, arch: str, not_run_note: str | None = Non
         "<span class=\"not-run\">not run</span>: not part of this configuration. Neither is ever shown as 0.",
         html.escape(SMIC_NOTE),
     ]
+    if (cells.label == SMIC_SPECTRAL_LABEL).any():
+        notes.append(html.escape(SMIC_SPECTRAL_NOTE))
     notrun = f'<div class="notrun">{html.escape(not_run_note)}</div>' if not_run_note else ""
     table = f"<table><tr><th>Dataset</th><th>Method</th>{head}</tr>{''.join(body)}</table>"
     title = f"{ARCH_LABELS.get(arch, arch)}: test accuracy (%) vs training images per class (k)"
     if synthetic:
         title += f" \u2014 {SYNTHETIC_NOTE}"
-    return html_page(title, notrun + table + "".join(f'<p class="note">{n}</p>' for n in notes), synthetic)
+    return html_page(title, warning + notrun + table + "".join(f'<p class="note">{n}</p>' for n in notes), synthetic)
 
 
-def differences_html(diffs: pd.DataFrame, synthetic: bool, not_run_note: str | None = None) -> str:
-    title = "Paired differences to Baseline-RGB over seeds (percentage points, 95% CI)"
+def _ci(low: float, high: float) -> str:
+    return "" if low is None or math.isnan(low) else f"[{low:+.2f}, {high:+.2f}]"
+
+
+_VERDICT_CLASS = {"within noise": "noise", "better than reference": "pos", "worse than reference": "neg"}
+
+
+def differences_html(diffs: pd.DataFrame, synthetic: bool, not_run_note: str | None = None, warning: str = "",
+                     labels: dict | None = None) -> str:
+    labels = labels or METHOD_LABELS
+    title = "Paired differences to Baseline-RGB (percentage points, 95% CI over seeds and over seeds + test images)"
     if synthetic:
         title += f" \u2014 {SYNTHETIC_NOTE}"
     if not len(diffs):
-        return html_page(title, f'<div class="notrun">{html.escape(not_run_note or "No paired runs: Baseline-RGB and Approach A/B were not run in this configuration.")}</div>', synthetic)
+        return html_page(title, warning + f'<div class="notrun">{html.escape(not_run_note or "No paired runs: Baseline-RGB and Approach A/B were not run in this configuration.")}</div>', synthetic)
     rows = []
     for _, r in diffs.iterrows():
-        cls = {"within noise": "noise", "better than reference": "pos", "worse than reference": "neg"}.get(r.verdict, "noise")
-        ci = "" if math.isnan(r.ci_low) else f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+        cls = _VERDICT_CLASS.get(r.verdict, "noise")
+        bcls = _VERDICT_CLASS.get(r.boot_verdict, "noise")
         rows.append(f"<tr><td>{html.escape(ARCH_LABELS.get(r.arch, r.arch))}</td><td>{html.escape(r.dataset)}</td>"
-                    f"<td>{html.escape(METHOD_LABELS[r.method])}</td><td>{html.escape(str(r.k))}</td><td>{r.n}</td>"
-                    f"<td>{r.mean_diff:+.2f}</td><td>{ci}</td><td>{html.escape(r.ci_method)}</td>"
-                    f'<td class="{cls}">{html.escape(r.verdict)}</td></tr>')
-    head = "<tr><th>Arch</th><th>Dataset</th><th>Method</th><th>k</th><th>n seeds</th><th>mean diff</th>" \
-           "<th>95% CI</th><th>interval</th><th>verdict</th></tr>"
-    note = ("Differences are paired by seed (same split and k-shot images). The interval is Student's t for fewer "
-            "than 10 seeds, a percentile bootstrap otherwise; \"within noise\" means it contains 0. AVG pairs the "
-            "per-seed averages over the k columns of the accuracy table.")
-    return html_page(title, f"<table>{head}{''.join(rows)}</table><p class=\"note\">{note}</p>", synthetic)
+                    f"<td>{html.escape(labels.get(r.method, r.method))}</td><td>{html.escape(str(r.k))}</td><td>{r.n}</td>"
+                    f"<td>{html.escape(str(r.n_images))}</td><td>{r.mean_diff:+.2f}</td>"
+                    f"<td>{_ci(r.ci_low, r.ci_high)}</td><td>{html.escape(r.ci_method)}</td>"
+                    f'<td class="{cls}">{html.escape(r.verdict)}</td>'
+                    f"<td>{_ci(r.boot_low, r.boot_high)}</td><td>{html.escape(r.boot_method)}</td>"
+                    f'<td class="{bcls}">{html.escape(r.boot_verdict)}</td></tr>')
+    head = ("<tr><th rowspan=\"2\">Arch</th><th rowspan=\"2\">Dataset</th><th rowspan=\"2\">Method</th>"
+            "<th rowspan=\"2\">k</th><th rowspan=\"2\">n seeds</th><th rowspan=\"2\">test images per seed</th>"
+            "<th rowspan=\"2\">mean diff</th><th colspan=\"3\">95% CI over seeds</th>"
+            "<th colspan=\"3\">95% CI over seeds and test images</th></tr>"
+            "<tr><th>interval</th><th>method</th><th>verdict</th><th>interval</th><th>method</th><th>verdict</th></tr>")
+    note = ("Differences are paired by seed (same split and k-shot images). <b>Over seeds</b>: the per-seed accuracy "
+            "differences, Student's t for fewer than 10 seeds, a percentile bootstrap otherwise; with 2-3 seeds it is "
+            "wide. <b>Over seeds and test images</b>: a paired two-level percentile bootstrap on the per-image "
+            "predictions (predictions.tsv): resample the seeds, then within each the test images (the same images "
+            "for the method and Baseline-RGB), statistic = mean over seeds of the accuracy difference; fixed RNG "
+            "seed, so the report is reproducible. With one seed it covers image noise only. \"within noise\" means "
+            "the interval contains 0. AVG pairs the per-seed averages over the k columns of the accuracy table (the "
+            "bootstrap resamples each seed's test images once for all k: the test set does not depend on k).")
+    return html_page(title, f"{warning}<table>{head}{''.join(rows)}</table><p class=\"note\">{note}</p>", synthetic)
 
 
 def write_tables(runs: pd.DataFrame, outdir, variant: str, archs=("alexnet", "resnet152"), configured_archs=(),
                  datasets=(), methods=(), ks=(), synthetic_datasets=()) -> dict:
     """table_{arch}.tsv/.html for every arch (a not-run note for unconfigured ones),
-    differences.tsv/.html and accuracy cells for all archs; returns {name: DataFrame}."""
+    differences.tsv/.html, saliency_health.tsv/.html and accuracy cells for all archs;
+    returns {name: DataFrame}. A dead saliency map in any run of an arch's main variant puts a
+    warning above that arch's table and above the differences."""
     from halsal.report.stats import paired_differences
 
     out = {}
@@ -221,15 +260,19 @@ def write_tables(runs: pd.DataFrame, outdir, variant: str, archs=("alexnet", "re
         elif not ran:
             note = (f"{ARCH_LABELS.get(arch, arch)}: not run in this configuration "
                     "(add it to `archs:` in the config). The paper's values are shown for reference.")
+        warning = warning_html(dead_warnings(runs, variant, arch)) if ran else ""
         write_tsv(outdir / f"table_{arch}.tsv", wide_table(cells))
-        write_text(outdir / f"table_{arch}.html", accuracy_html(cells, arch, note))
+        write_text(outdir / f"table_{arch}.html", accuracy_html(cells, arch, note, warning))
         all_cells.append(cells)
         out[arch] = cells
     diffs = paired_differences(runs, variant) if len(runs) else paired_differences(
         pd.DataFrame(columns=["arch", "dataset", "method", "variant", "k", "seed", "test_acc"]), variant)
     write_tsv(outdir / "differences.tsv", diffs)
     synthetic = bool(len(runs)) and bool(runs.synthetic.any()) or bool(synthetic_datasets)
-    write_text(outdir / "differences.html", differences_html(diffs, synthetic))
+    warning = warning_html(dead_warnings(runs, variant)) if len(runs) else ""
+    write_text(outdir / "differences.html", differences_html(diffs, synthetic, warning=warning,
+                                                             labels=method_labels(runs)))
     out["differences"] = diffs
+    out["health"] = write_health(runs, outdir, synthetic)
     out["cells"] = pd.concat(all_cells, ignore_index=True)
     return out

@@ -62,8 +62,17 @@ class DeviceImages:
             else:
                 oy = ox = torch.full((b,), (size - self.input_size) // 2)
             flip = torch.rand(b, generator=generator) < 0.5 if self.flip else torch.zeros(b, dtype=torch.bool)
-            idx, oy, ox, flip = (t.to(self.device) for t in (idx, oy, ox, flip))
+            idx, oy, ox, flip = self._to_device(idx, oy, ox, flip)
             yield self._normalise(self._crop(idx, oy, ox, flip)), self.labels[idx]
+
+    def _to_device(self, idx, oy, ox, flip):
+        """The batch's indices and offsets (drawn on the CPU, so the epoch is the same on every
+        device) on the training device. On CUDA: one pinned, non-blocking copy, where four
+        plain ``.to()`` calls would each wait for the GPU to finish the previous step."""
+        if self.device.type != "cuda":
+            return idx, oy, ox, flip
+        packed = torch.stack((idx, oy, ox, flip.long())).pin_memory().to(self.device, non_blocking=True)
+        return packed[0], packed[1], packed[2], packed[3].bool()
 
     def eval_batches(self, batch_size: int = 128):
         """Centre crops in order."""

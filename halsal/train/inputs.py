@@ -7,13 +7,14 @@ exactly as its image; the model splits the channel off again (halsal.models.smic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from halsal.data.boxes import CACHE_BOX_COLUMNS, crop_boxes
 from halsal.data.splits import relabel, select
 from halsal.errors import HalsalError
 from halsal.train.data import DeviceImages
@@ -27,6 +28,9 @@ class SplitData:
     class_names: list[str]
     test_rows: pd.DataFrame  # row, path, label, class_name of the test images, in order
     skipped: int  # images of this split skipped by the prepare policy
+    # Object boxes of the val/test images in the evaluation crop's pixels (N, 4), NaN where an
+    # image has none; None when the dataset has no boxes.
+    boxes: dict = field(default_factory=dict)
 
 
 class DeviceImagesWithMaps(DeviceImages):
@@ -64,25 +68,32 @@ class DeviceImagesWithMaps(DeviceImages):
 
 
 def load_split(prepared: str | Path, split_tsv: str | Path, k, device: torch.device, input_size: int,
-               random_crop: bool = True, flip: bool = True, maps: np.ndarray | None = None) -> SplitData:
+               random_crop: bool = True, flip: bool = True, maps: np.ndarray | None = None,
+               cache: np.ndarray | None = None) -> SplitData:
     """Train/val/test sets of a split; ``maps`` (uint8 ``(N, S, S)``, rows as the cache) adds the
-    SMIC saliency map as a 4th channel."""
+    SMIC saliency map as a 4th channel. ``cache``: ``prepared``'s images.npy already opened
+    (a fine-tuning job opens it once for all its runs)."""
     prepared = Path(prepared)
     images_path = prepared / "images.npy"
-    if not images_path.is_file():
-        raise HalsalError(f"{images_path} is missing: run the prepare rule for this dataset first")
-    # Memory-mapped: only the rows of this split are read from disk.
-    cache = np.load(images_path, mmap_mode="r", allow_pickle=False)
+    if cache is None:
+        if not images_path.is_file():
+            raise HalsalError(f"{images_path} is missing: run the prepare rule for this dataset first")
+        # Memory-mapped: only the rows of this split are read from disk.
+        cache = np.load(images_path, mmap_mode="r", allow_pickle=False)
     split = pd.read_csv(split_tsv, sep="\t", keep_default_na=False)
     manifest = prepared / "manifest.tsv"
     skipped = 0
+    cache_boxes = None
     if manifest.is_file():
-        status = pd.read_csv(manifest, sep="\t", keep_default_na=False).set_index("row")["status"]
+        man = pd.read_csv(manifest, sep="\t", keep_default_na=False, na_values={c: [""] for c in CACHE_BOX_COLUMNS})
+        status = man.set_index("row")["status"]
+        if set(CACHE_BOX_COLUMNS) <= set(man.columns):
+            cache_boxes = man.set_index("row")[CACHE_BOX_COLUMNS].astype(float)
         bad = split["row"].map(status).ne("ok")
         skipped = int(bad.sum())
         split = split[~bad]  # counted in metrics.json and listed in the manifest the report shows
     split, names = relabel(split)
-    parts = {}
+    parts, boxes = {}, {}
     for role in ("train", "val", "test"):
         rows = select(split, role, k if role == "train" else None)
         if rows.empty:
@@ -96,4 +107,6 @@ def load_split(prepared: str | Path, split_tsv: str | Path, k, device: torch.dev
             parts[role] = DeviceImagesWithMaps(cache[idx], maps[idx], rows["label"].to_numpy(), device, input_size, **opts)
         if role == "test":
             test_rows = rows[["row", "path", "label", "class_name"]]
-    return SplitData(parts["train"], parts["val"], parts["test"], names, test_rows, skipped)
+        if cache_boxes is not None and role != "train":
+            boxes[role] = crop_boxes(cache_boxes.loc[idx].to_numpy(), cache.shape[1], input_size)
+    return SplitData(parts["train"], parts["val"], parts["test"], names, test_rows, skipped, boxes)

@@ -7,6 +7,11 @@ measures it once, on the selected weights.
 
 Determinism: the RNGs are re-seeded from (seed, epoch) at the start of every epoch, so a run
 resumed from its epoch-e checkpoint continues exactly as an uninterrupted run would.
+
+Speed: the loss and accuracy sums stay on the device (one host sync per epoch, not per batch);
+``precision: bf16`` runs the forward pass under ``torch.autocast`` (CUDA and CPU), and
+``channels_last`` stores weights and batches in NHWC. Evaluation always runs in fp32, so
+validation/test accuracy and the saliency statistics do not depend on the training precision.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from halsal.errors import HalsalError
 from halsal.io import torch_load, torch_save
 from halsal.train.data import DeviceImages
+from halsal.train.health import box_weights, saliency_stats
 
 
 @dataclass
@@ -39,6 +46,13 @@ class OptimConfig:
     # with its optimizer state is ~0.7 GB, so writing one every epoch of a short run costs
     # more than the epoch; resuming from an older checkpoint gives the same result.
     checkpoint_seconds: float = 0.0
+    # Learning rate of the saliency branch (None: ``lr``). Not in the paper: a lever against the
+    # dead-ReLU collapse of the map (docs/decisions.md, "Saliency health").
+    saliency_lr: float | None = None
+    # Not in the paper, speed only: autocast precision of the training forward pass ('fp32' or
+    # 'bf16'; no loss scaling is needed for bf16) and NHWC memory format for weights and batches.
+    precision: str = "fp32"
+    channels_last: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> "OptimConfig":
@@ -53,13 +67,38 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
-def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
+def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The optimizer over the parameters that require grad; the saliency branch gets
+    ``cfg.saliency_lr`` where set. ``adam`` adds L2 weight decay to the gradient (PyTorch's Adam),
+    ``adamw`` decouples it (Loshchilov & Hutter)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    sal = [p for n, p in named if n.startswith("saliency_branch.")]
+    rest = [p for n, p in named if not n.startswith("saliency_branch.")]
+    groups = [g for g in ({"params": rest}, {"params": sal, "lr": cfg.saliency_lr or cfg.lr}) if g["params"]]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """The autocast context for ``precision`` on ``device`` (disabled for fp32); weights stay
+    fp32 and the loss is computed in fp32 (autocast's rule for cross-entropy)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise HalsalError(f"train precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise HalsalError(f"train.precision is 'bf16' but {torch.cuda.get_device_name(device)} has no bfloat16 "
+                          "support (it needs compute capability 8.0+): set train.precision to 'fp32'")
 
 
 def seed_everything(seed: int, epoch: int = 0) -> torch.Generator:
@@ -75,16 +114,31 @@ def predict(model: nn.Module, data: DeviceImages, batch_size: int = 128, with_sa
     was_training = model.training
     model.eval()
     preds, maps = [], []
-    for x, _ in data.eval_batches(batch_size):
+    for x, _ in data.eval_batches(batch_size):  # kept on the device: one transfer at the end
         if with_saliency:
             logits, s = model(x, return_saliency=True, **fwd)
-            maps.append(s[:, 0].float().cpu())
+            maps.append(s[:, 0].float())  # float maps whatever the model's dtype
         else:
             logits = model(x, **fwd)
-        preds.append(logits.argmax(1).cpu())
+        preds.append(logits.argmax(1))
     model.train(was_training)
-    preds = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
-    return (preds, torch.cat(maps)) if with_saliency else preds
+    preds = torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
+    return (preds, torch.cat(maps).cpu()) if with_saliency else preds
+
+
+def evaluate(model: nn.Module, data: DeviceImages, boxes=None):
+    """``(accuracy, saliency stats, predictions, maps)`` on ``data``; the stats and maps are None
+    for a model without a map. ``boxes``: the images' object boxes in input pixels (N, 4)."""
+    if not getattr(model, "has_saliency", False):
+        preds = predict(model, data)
+        return _acc(preds, data), None, preds, None
+    preds, maps = predict(model, data, with_saliency=True)
+    weights = box_weights(boxes, data.input_size, tuple(maps.shape[-2:])) if boxes is not None else None
+    return _acc(preds, data), saliency_stats(maps.numpy(), weights), preds, maps
+
+
+def _acc(preds: torch.Tensor, data: DeviceImages) -> float:
+    return (preds == data.labels.cpu()).float().mean().item() if len(data) else float("nan")
 
 
 def accuracy(model: nn.Module, data: DeviceImages) -> float:
@@ -102,7 +156,12 @@ def fit(model: nn.Module, train: DeviceImages, val: DeviceImages, cfg: OptimConf
     Step 1 and Approach A use it to keep frozen parts in eval mode.
     """
     device = train.device
-    optimizer = make_optimizer(model.parameters(), cfg)
+    check_precision(device, cfg.precision)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)  # in place: the optimizer below sees the same tensors
+    optimizer = make_optimizer(model, cfg)
     loss_fn = nn.CrossEntropyLoss()
     key = _fingerprint(cfg, seed, fingerprint)
     start, history = 0, []
@@ -124,19 +183,29 @@ def fit(model: nn.Module, train: DeviceImages, val: DeviceImages, cfg: OptimConf
         t0 = time.perf_counter()
         gen = seed_everything(seed, epoch)
         (train_mode or nn.Module.train)(model)
-        total, correct, loss_sum = 0, 0, 0.0
+        # Sums on the device, read once per epoch; float64 keeps the loss sum equal to the
+        # Python-float sum of loss.item() * len(y) that it replaces.
+        total = 0
+        loss_sum = torch.zeros((), dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
         for x, y in train.train_batches(cfg.batch_size, gen):
-            logits = model(x)
-            loss = loss_fn(logits, y)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, cfg.precision):
+                logits = model(x)
+                loss = loss_fn(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += loss.detach().to(loss_sum.dtype) * len(y)
+            correct += (logits.argmax(1) == y).sum()
             total += len(y)
-        val_acc = accuracy(model, val)
+        val_acc, val_sal, _, _ = evaluate(model, val)
+        loss_sum, correct = loss_sum.item(), int(correct.item())
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(total, 1), "train_acc": correct / max(total, 1),
                "val_acc": val_acc, "seconds": round(time.perf_counter() - t0, 3)}
+        if val_sal is not None:  # the epoch where a map dies shows in history.tsv
+            row.update(val_dead_fraction=val_sal["dead_fraction"], val_saliency_mean=round(val_sal["mean"], 6))
         history.append(row)
         if val_acc > best["acc"]:  # strict: ties keep the earliest epoch
             best = {"epoch": epoch + 1, "acc": val_acc, "state": copy.deepcopy(model.state_dict())}
@@ -151,6 +220,10 @@ def fit(model: nn.Module, train: DeviceImages, val: DeviceImages, cfg: OptimConf
 
 
 def _fingerprint(cfg: OptimConfig, seed: int, extra: dict | None) -> str:
-    settings = {k: v for k, v in cfg.__dict__.items() if k != "checkpoint_seconds"}
+    # The speed-only settings enter the key only where they are not the default, so that
+    # checkpoints written before they existed still resume.
+    defaults = {"precision": "fp32", "channels_last": False}
+    settings = {k: v for k, v in cfg.__dict__.items()
+                if k != "checkpoint_seconds" and not (k in defaults and v == defaults[k])}
     blob = json.dumps({"cfg": settings, "seed": seed, "extra": extra or {}}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

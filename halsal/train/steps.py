@@ -15,6 +15,7 @@ whole backbone), everything trained is in train mode (Step 0 from scratch, Step 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from halsal.models import build_model, check_variant, frozen_bn_eval, init_from_
 from halsal.models.weights import backbone_state_dict, imagenet_state_dict, load_backbone, load_weights_file
 from halsal.models.smic import load_maps
 from halsal.train.inputs import load_split
-from halsal.train.loop import OptimConfig, accuracy, fit, predict, seed_everything
+from halsal.train.health import is_dead
+from halsal.train.loop import OptimConfig, accuracy, evaluate, fit, seed_everything
 
 # Method -> (saliency kind, initialise the saliency branch from Step 1, freeze it).
 METHODS = {
@@ -84,6 +86,14 @@ def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, 
     write_json(out.with_suffix(".json"), info)
     out.with_suffix(".ckpt").unlink(missing_ok=True)
     return info
+
+
+def _warn_if_dead(stats: dict | None, where: str) -> None:
+    """Say so in the log when a map is dead: with Eq. 2 the network is then Baseline-RGB."""
+    if is_dead(stats):
+        print(f"WARNING: the saliency map of {where} is all zero on {stats['dead_fraction']:.0%} of the images "
+              "(dead ReLU): with l * (s + 1) this network is Baseline-RGB there. See docs/decisions.md, "
+              "'Saliency health'.", file=sys.stderr)
 
 
 def _check_finite(result, step: str, lr_key: str) -> None:
@@ -155,6 +165,7 @@ def pretrain_saliency(arch: str, variant: str, backbone_pt: str | Path, out: str
     load_backbone(model, state)
     for p in model.rgb_and_joint_parameters():
         p.requires_grad_(False)  # frozen: only the saliency branch learns (Fig. 1, left)
+    sal_before = evaluate(model, data.test, data.boxes.get("test"))[1]
     # Frozen batch norm (ResNet) stays in eval mode: its ImageNet statistics are kept.
     result = fit(model, data.train, data.val, cfg, seed=0, checkpoint=out.with_suffix(".ckpt"), desc="pretrain_saliency",
                  fingerprint={"step": 1, "arch": arch, "variant": variant, "input": input_size},
@@ -163,8 +174,12 @@ def pretrain_saliency(arch: str, variant: str, backbone_pt: str | Path, out: str
     _check_finite(result, f"Step 1 ({arch}, {variant})", "train.pretrain.lr")
     sal = {k: v.cpu() for k, v in model.state_dict().items() if k.startswith("saliency_branch.")}
     torch_save(out, sal)
+    _, sal_val, _, _ = evaluate(model, data.val, data.boxes.get("val"))
+    test_acc, sal_test, _, _ = evaluate(model, data.test, data.boxes.get("test"))
     info = {"arch": arch, "variant": variant, "best_epoch": result.best_epoch, "val_acc": result.best_val_acc,
-            "test_acc": accuracy(model, data.test), "epochs": cfg.epochs, "history": result.history}
+            "test_acc": test_acc, "epochs": cfg.epochs,
+            "saliency": {"before": sal_before, "val": sal_val, "test": sal_test}, "history": result.history}
+    _warn_if_dead(sal_test, f"Step 1 ({arch}, {variant}) on the source set's test images")
     write_json(out.with_suffix(".json"), info)
     out.with_suffix(".ckpt").unlink(missing_ok=True)
     return info
@@ -216,23 +231,25 @@ def finetune(*, arch: str, method: str, variant: str, k, seed: int, dataset: str
         for p in model.saliency_branch.parameters():
             p.requires_grad_(False)  # Approach A (Fig. 1, middle)
     has_map = model.has_saliency  # hallucinated, or SMIC's explicit map at the fusion point
-    before = predict(model, data.test, with_saliency=True)[1] if has_map else None
+    sal_before, before = (evaluate(model, data.test, data.boxes.get("test"))[1::2]) if has_map else (None, None)
     result = fit(model, data.train, data.val, cfg, seed=seed, checkpoint=out_dir / "checkpoint.pt", desc=f"{method} k={k} seed={seed}",
                  fingerprint={"step": 2, "arch": arch, "method": method, "variant": variant, "k": str(k),
                               "dataset": dataset, "input": input_size, "augment": aug},
                  train_mode=frozen_bn_eval)
     model.load_state_dict(result.best_state)
     _check_finite(result, f"Step 2 ({arch}, {method}, {variant}, k={k}, seed={seed})", "train.finetune.lr")
+    test_acc, sal_test, preds, after = evaluate(model, data.test, data.boxes.get("test"))
     if has_map:
-        preds, after = predict(model, data.test, with_saliency=True)
+        sal_val = evaluate(model, data.val, data.boxes.get("val"))[1]
+        test_boxes = data.boxes.get("test")
         save_npz(out_dir / "saliency.npz", before=before.numpy().astype(np.float16),
-                 after=after.numpy().astype(np.float16), rows=data.test_rows["row"].to_numpy(np.int64))
+                 after=after.numpy().astype(np.float16), rows=data.test_rows["row"].to_numpy(np.int64),
+                 boxes=np.full((len(data.test), 4), np.nan) if test_boxes is None else test_boxes)
+        _warn_if_dead(sal_test, f"Step 2 ({arch}, {method}, {variant}, k={k}, seed={seed}) on the test images")
     else:  # no map to show; an empty file keeps the rule's outputs the same for every method
-        preds = predict(model, data.test)
         empty = np.zeros((0, 0, 0), dtype=np.float16)
-        save_npz(out_dir / "saliency.npz", before=empty, after=empty, rows=np.zeros(0, dtype=np.int64))
-    labels = data.test.labels.cpu()
-    test_acc = (preds == labels).float().mean().item()
+        save_npz(out_dir / "saliency.npz", before=empty, after=empty, rows=np.zeros(0, dtype=np.int64),
+                 boxes=np.zeros((0, 4)))
     names = data.class_names
     write_tsv(out_dir / "predictions.tsv", data.test_rows.assign(pred=preds.numpy(), pred_name=[names[i] for i in preds.tolist()]))
     write_tsv(out_dir / "history.tsv", pd.DataFrame(result.history))
@@ -244,6 +261,8 @@ def finetune(*, arch: str, method: str, variant: str, k, seed: int, dataset: str
         "config": {**cfg.__dict__, "augment": aug}, "wall_seconds": round(time.perf_counter() - t0, 2),
         "device": str(device),
     }
+    if has_map:  # before fine-tuning (test images), and at the selected epoch (val, test)
+        metrics["saliency"] = {"before": sal_before, "val": sal_val, "test": sal_test}
     if kind == "external":
         metrics["saliency_maps"] = _maps_source(maps)
     write_json(out_dir / "metrics.json", metrics)

@@ -80,6 +80,41 @@ def is_synthetic(name):
     return spec["kind"] == "synthetic" or bool(spec.get("synthetic", False))
 
 
+def data_policy(name, key):
+    """`on_bad_image` / `too_few_images` of one dataset: its own entry (datasets.<name> or
+    source) over `data.<key>`. Each job gets its own dataset's value only, so changing a target's
+    policy re-runs that dataset's jobs, not the source set's (backbone, Step 1) or the others'."""
+    return dataset_spec(name).get(key, DATA[key])
+
+
+def dataset_root(name):
+    """Where a folder dataset's images/<class>/<file> tree lives (`source`, else `root`)."""
+    spec = dataset_spec(name)
+    return spec.get("source") or spec["root"]
+
+
+def folder_listing(root):
+    """A checksum of every file under ``root`` (relative name, size, mtime): a params value of
+    the index_folder rule, so that adding, removing or replacing a file re-indexes the folder
+    (Snakemake's params rerun trigger) and re-runs everything downstream of the index."""
+    import hashlib
+
+    if not os.path.isdir(root):
+        return "missing"
+    digest = hashlib.sha1()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        digest.update(f"{os.path.relpath(dirpath, root)}/\n".encode())
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.stat(path)
+            except OSError:  # a dangling link
+                continue
+            digest.update(f"{os.path.relpath(path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def run_dir(arch, dataset, method, variant, k, seed):
     return f"results/runs/{arch}/{dataset}/{method}/{variant}/k{k}/seed{seed}"
 
@@ -117,6 +152,11 @@ def optim_args(step):
     args = (f"--epochs {o['epochs']} --lr {o['lr']} --optimizer {o['optimizer']} --momentum {o['momentum']} "
             f"--weight-decay {o['weight_decay']} --batch-size {o['batch_size']} --input-size {DATA['input_size']} "
             f"--device {config['train']['device']} --checkpoint-seconds {config['train']['checkpoint_seconds']}")
+    if o.get("saliency_lr"):
+        args += f" --saliency-lr {o['saliency_lr']}"
+    args += f" --precision {config['train']['precision']}"
+    if config["train"]["channels_last"]:
+        args += " --channels-last"
     if not aug["random_crop"]:
         args += " --no-random-crop"
     if not aug["flip"]:

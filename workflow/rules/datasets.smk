@@ -27,11 +27,16 @@ rule generate_synthetic:
         "--seed {params.spec[seed]} > {log} 2>&1"
 
 
+# The index follows the folder: `listing` (names, sizes and mtimes of every file under it) is a
+# params value, so Snakemake's params rerun trigger re-indexes after a file is added, removed or
+# replaced, and re-runs everything downstream of the index.
 rule index_folder:
     output:
         index="results/datasets/{dataset}/index.tsv",
+        info="results/datasets/{dataset}/index.json",
     params:
-        root=lambda wc: dataset_spec(wc.dataset).get("source") or dataset_spec(wc.dataset)["root"],
+        root=lambda wc: dataset_root(wc.dataset),
+        listing=lambda wc: folder_listing(dataset_root(wc.dataset)),
     wildcard_constraints:
         dataset=kinds("folder"),
     log:
@@ -47,7 +52,7 @@ rule index_folder:
     message:
         "Indexing the image folder {params.root} as {wildcards.dataset}"
     shell:
-        "python -m halsal index --root {params.root} --out {output.index} > {log} 2>&1"
+        "python -m halsal index --root {params.root:q} --out {output.index} --info {output.info} > {log} 2>&1"
 
 
 # Downloads need the internet, which cluster compute nodes often lack: run on the submit host.
@@ -80,9 +85,12 @@ rule fetch:
         "--out {output.index} > {log} 2>&1"
 
 
+# Drawn from the images that decode (prepare's manifest), so a skipped file never holds a
+# val/test place.
 rule split:
     input:
         index="results/datasets/{dataset}/index.tsv",
+        manifest="results/prepared/{dataset}/manifest.tsv",
     output:
         split="results/splits/{dataset}/seed{seed}.tsv",
         notes="results/splits/{dataset}/seed{seed}.notes.txt",
@@ -90,7 +98,7 @@ rule split:
         max_k=lambda wc: 1 if wc.dataset == SOURCE else max_k(),
         val=DATA["val_per_class"],
         test=DATA["test_per_class"],
-        too_few=DATA["too_few_images"],
+        too_few=lambda wc: data_policy(wc.dataset, "too_few_images"),
     log:
         f"{LOGS}/splits/{{dataset}}/seed{{seed}}.log",
     benchmark:
@@ -106,4 +114,4 @@ rule split:
     shell:
         "python -m halsal split --index {input.index} --seed {wildcards.seed} --val-per-class {params.val} "
         "--test-per-class {params.test} --max-k {params.max_k} --too-few {params.too_few} "
-        "--notes {output.notes} --out {output.split} > {log} 2>&1"
+        "--manifest {input.manifest} --notes {output.notes} --out {output.split} > {log} 2>&1"

@@ -10,7 +10,7 @@ rule prepare:
     params:
         resize=DATA["resize"],
         backend=DATA["decode_backend"],
-        on_error=DATA["on_bad_image"],
+        on_error=lambda wc: data_policy(wc.dataset, "on_bad_image"),
     log:
         f"{LOGS}/prepare/{{dataset}}.log",
     benchmark:

@@ -1,5 +1,5 @@
 # Report: aggregate the fine-tuning runs, then the paper's Tables 1-2 beside ours, paired
-# differences, accuracy-vs-k plots, Figures 2-3 (ablations), learning curves and the
+# differences, the saliency health of every run with a map, accuracy-vs-k plots, Figures 2-3 (ablations), learning curves and the
 # qualitative grids of Tables 3-4. Everything marked with report(...) is always written by
 # its rule (absent run sets become a "not run in this configuration" table or panel), and
 # per-dataset files live in directories registered through patterns=, so the report only
@@ -58,6 +58,10 @@ rule aggregate:
         "--summary-csv {output.summary:q} --accuracy-tsv {output.accuracy:q} > {log:q} 2>&1"
 
 
+# The paired-differences bootstrap reads each run's predictions.tsv through runs.tsv's run_dir
+# (not declared here: thousands of inputs in the paper's grid). predictions.tsv is written by
+# the same finetune job as the metrics.json that `aggregate` depends on, so runs.tsv is
+# rebuilt, and this rule re-run, whenever a predictions file changes.
 rule report_tables:
     input:
         runs="results/tables/runs.tsv",
@@ -83,8 +87,16 @@ rule report_tables:
             subcategory="Paired differences",
             labels={"table": "Approach A/B minus Baseline-RGB, 95% CI"},
         ),
+        health=report(
+            f"{REPORT}/saliency_health.html",
+            caption=f"{CAPTIONS}/saliency_health.rst",
+            category="Tables",
+            subcategory="Saliency health",
+            labels={"table": "Saliency health: dead maps, map mean, object ratio"},
+        ),
         tsv=multiext(f"{REPORT}/table_", "alexnet.tsv", "resnet152.tsv"),
         diff_tsv=f"{REPORT}/differences.tsv",
+        health_tsv=f"{REPORT}/saliency_health.tsv",
     params:
         summary=CONFIG_SUMMARY,
         variant=" ".join(f"{a}={v}" for a, v in VARIANTS.items()),
@@ -105,7 +117,7 @@ rule report_tables:
         mem_mb=1000,
         runtime=10,
     message:
-        "Accuracy tables in the paper's layout and paired differences -> {params.outdir}"
+        "Accuracy tables in the paper's layout, paired differences and saliency health -> {params.outdir}"
     shell:
         "python -m halsal tables --runs {input.runs:q} --outdir {params.outdir:q} --variant {params.variant} "
         "--archs {params.archs} --datasets {params.datasets} --methods {params.methods} "

@@ -1,0 +1,258 @@
+"""The report's Data section: what each dataset gave, and everything that was left out.
+
+Per dataset (targets and the source set): images and classes indexed, images used (in the
+split: train pool + val + test), every file skipped because it did not decode (with the
+decoder's reason), every class dropped for having too few images (with its counts), and the
+files the indexer ignored (hidden files, non-image files, nested folders: counts with the
+first few names). It reads only files the workflow already wrote, with pandas:
+
+- ``results/datasets/<name>/index.tsv`` and, for folder datasets, ``index.json``;
+- ``results/prepared/<name>/manifest.tsv`` (``status``/``reason`` per index row);
+- ``results/splits/<name>/seed<s>.tsv`` and ``.notes.txt`` (dropped classes).
+
+The skipped files and dropped classes are computed from the manifest and the split tables
+themselves, so the section does not depend on a log or a note mentioning them.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from halsal.errors import HalsalError
+from halsal.io import write_text, write_tsv
+
+SHOWN = 5  # ignored-file names shown per kind in the HTML (index.json keeps more)
+SUMMARY_COLUMNS = ["dataset", "role", "kind", "on_bad_image", "too_few_images", "classes_indexed", "images_indexed",
+                   "images_skipped", "classes_dropped", "images_in_dropped_classes", "classes_used", "images_used",
+                   "val_per_class", "test_per_class", "hidden_files", "non_image_files", "nested_folders",
+                   "class_names_from"]
+ITEM_COLUMNS = ["dataset", "item", "name", "class_name", "count", "reason"]
+IGNORED_KINDS = {"hidden": ("hidden_file", "hidden files and folders (names starting with '.', __MACOSX)"),
+                 "non_image": ("non_image_file", "non-image files (extension not an image type)"),
+                 "folders": ("nested_folder", "folders inside class folders (not indexed)")}
+
+
+def _read_tsv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+
+
+def _display(path: str, root: str | None) -> str:
+    """A file's path relative to the dataset folder where it lies inside it."""
+    if root:
+        try:
+            return str(Path(path).relative_to(root))
+        except ValueError:
+            pass
+    return path
+
+
+def dataset_data(name: str, results_root: str | Path, seeds=(0,), role: str = "target", kind: str = "",
+                 on_bad_image: str = "", too_few_images: str = "") -> tuple[dict, list[dict]]:
+    """One dataset's summary row and its listed items (skipped files, dropped classes, ignored files)."""
+    results = Path(results_root)
+    index_path = results / "datasets" / name / "index.tsv"
+    if not index_path.is_file():
+        raise HalsalError(f"{index_path} is missing: run the dataset's index/fetch/generate rule first")
+    index = _read_tsv(index_path)
+    index["label"] = index["label"].astype(int)
+    info_path = index_path.with_name("index.json")
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    root = info.get("root")
+    summary = {"dataset": name, "role": role, "kind": kind, "on_bad_image": on_bad_image,
+               "too_few_images": too_few_images, "classes_indexed": int(index["label"].nunique()),
+               "images_indexed": len(index), "class_names_from": info.get("class_names_from", "")}
+    items: list[dict] = []
+
+    # Files that did not decode (prepare, on_bad_image: skip).
+    manifest_path = results / "prepared" / name / "manifest.tsv"
+    ok = pd.Series(True, index=index.index)
+    if manifest_path.is_file():
+        manifest = _read_tsv(manifest_path)
+        manifest["row"] = manifest["row"].astype(int)
+        status = manifest.set_index("row")["status"].reindex(index.index, fill_value="ok")
+        reason = manifest.set_index("row")["reason"].reindex(index.index, fill_value="")
+        ok = status.eq("ok")
+        for row in index.index[~ok]:
+            items.append({"dataset": name, "item": "skipped_file", "name": _display(index.at[row, "path"], root),
+                          "class_name": index.at[row, "class_name"], "count": 1,
+                          "reason": reason.at[row] or status.at[row]})
+    summary["images_skipped"] = int((~ok).sum())
+
+    # Classes dropped by the split (too_few_images: drop_class): in the index, not in the split.
+    splits = [(s, results / "splits" / name / f"seed{s}.tsv") for s in seeds]
+    splits = [(s, p) for s, p in splits if p.is_file()]
+    if splits:
+        seed, path = splits[0]
+        split = _read_tsv(path)
+        split["label"] = split["label"].astype(int)
+        notes_path = path.with_name(f"seed{seed}.notes.txt")
+        notes = notes_path.read_text().splitlines() if notes_path.is_file() else []
+        kept = set(split["label"])
+        dropped = [label for label in sorted(index["label"].unique()) if label not in kept]
+        for label in dropped:
+            in_class = index["label"].eq(label)
+            usable = int((in_class & ok).sum())
+            note = next((n for n in notes if f"(label {label})" in n), "")
+            items.append({"dataset": name, "item": "dropped_class", "name": index.loc[in_class, "class_name"].iloc[0],
+                          "class_name": index.loc[in_class, "class_name"].iloc[0], "count": int(in_class.sum()),
+                          "reason": note or f"{usable} usable images: too few for the largest k plus val and test"})
+        summary["classes_dropped"] = len(dropped)
+        summary["images_in_dropped_classes"] = int(index["label"].isin(dropped).sum())
+        summary["classes_used"] = len(kept)
+        summary["images_used"] = len(split)
+        per_role = [_read_tsv(p).groupby(["label", "role"]).size().unstack(fill_value=0) for _, p in splits]
+        for role_name in ("val", "test"):
+            counts = pd.concat([r[role_name] if role_name in r else pd.Series(0, index=r.index) for r in per_role])
+            lo, hi = int(counts.min()), int(counts.max())
+            summary[f"{role_name}_per_class"] = str(lo) if lo == hi else f"{lo}-{hi}"
+    else:
+        for key in ("classes_dropped", "images_in_dropped_classes", "classes_used", "images_used",
+                    "val_per_class", "test_per_class"):
+            summary[key] = ""
+
+    # Files the indexer did not take (folder datasets: index.json).
+    ignored = info.get("ignored", {})
+    for key, (item, _) in IGNORED_KINDS.items():
+        entry = ignored.get(key)
+        column = {"hidden": "hidden_files", "non_image": "non_image_files", "folders": "nested_folders"}[key]
+        summary[column] = "" if entry is None else int(entry["count"])
+        for example in (entry or {}).get("examples", []):
+            items.append({"dataset": name, "item": item, "name": example, "class_name": "", "count": 1,
+                          "reason": "not indexed"})
+    return summary, items
+
+
+def data_tables(datasets: list[dict], results_root, seeds=(0,)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``datasets``: dicts with ``name`` and optionally ``role``, ``kind``, ``on_bad_image``,
+    ``too_few_images``, ``seeds`` (the source set's split is seed 0 only)."""
+    rows, items = [], []
+    for d in datasets:
+        summary, listed = dataset_data(d["name"], results_root, d.get("seeds", seeds), role=d.get("role", "target"),
+                                       kind=d.get("kind", ""), on_bad_image=d.get("on_bad_image", ""),
+                                       too_few_images=d.get("too_few_images", ""))
+        rows.append(summary)
+        items += listed
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS), pd.DataFrame(items, columns=ITEM_COLUMNS)
+
+
+_CSS = """
+body{font-family:DejaVu Sans,Arial,sans-serif;font-size:13px;margin:12px;color:#222}
+h2{font-size:16px;margin:4px 0 8px} h3{font-size:14px;margin:16px 0 4px}
+table{border-collapse:collapse;margin:6px 0}
+th,td{border:1px solid #bbb;padding:3px 6px;text-align:left;vertical-align:top}
+th{background:#f0f0f0} td.n{text-align:right}
+.warn{background:#fff3cd;border:1px solid #e0b000;padding:6px 10px;margin:6px 0;max-width:80em}
+.fine{color:#070} p.note{color:#555;font-size:12px;max-width:70em}
+"""
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _kv(summary: pd.Series) -> str:
+    labels = [("images_indexed", "images indexed"), ("classes_indexed", "classes indexed"),
+              ("images_skipped", "images skipped (did not decode)"), ("classes_dropped", "classes dropped"),
+              ("images_in_dropped_classes", "images in dropped classes"), ("images_used", "images used (in the split)"),
+              ("classes_used", "classes used"), ("val_per_class", "val images per class"),
+              ("test_per_class", "test images per class"), ("hidden_files", "hidden files ignored"),
+              ("non_image_files", "non-image files ignored"), ("nested_folders", "nested folders ignored"),
+              ("class_names_from", "class names from")]
+    cells = "".join(f"<tr><th>{_e(label)}</th><td class=\"n\">{_e(summary[key])}</td></tr>"
+                    for key, label in labels if str(summary[key]) != "")
+    return f"<table>{cells}</table>"
+
+
+def data_html(summary: pd.DataFrame, items: pd.DataFrame) -> str:
+    parts = ["<h2>Data: what each dataset gave, and what was left out</h2>"]
+    for _, s in summary.iterrows():
+        name = s["dataset"]
+        mine = items[items.dataset == name]
+        policy = f"on_bad_image: {s['on_bad_image']}, too_few_images: {s['too_few_images']}" if s["on_bad_image"] else ""
+        parts.append(f"<h3>{_e(name)} <span style=\"font-weight:normal\">({_e(s['role'])}"
+                     f"{', ' + _e(s['kind']) if s['kind'] else ''}{'; ' + _e(policy) if policy else ''})</span></h3>")
+        parts.append(_kv(s))
+        skipped = mine[mine.item == "skipped_file"]
+        if len(skipped):
+            rows = "".join(f"<tr><td>{_e(r['name'])}</td><td>{_e(r['class_name'])}</td><td>{_e(r['reason'])}</td></tr>"
+                           for _, r in skipped.iterrows())
+            parts.append(f"<div class=\"warn\"><b>{len(skipped)} file(s) skipped</b> (they did not decode; they hold "
+                         "no train, val or test place)</div>"
+                         f"<table><tr><th>file</th><th>class</th><th>reason</th></tr>{rows}</table>")
+        dropped = mine[mine.item == "dropped_class"]
+        if len(dropped):
+            rows = "".join(f"<tr><td>{_e(r['name'])}</td><td class=\"n\">{_e(r['count'])}</td><td>{_e(r['reason'])}</td></tr>"
+                           for _, r in dropped.iterrows())
+            parts.append(f"<div class=\"warn\"><b>{len(dropped)} class(es) dropped</b> (too few images)</div>"
+                         f"<table><tr><th>class</th><th>images</th><th>reason</th></tr>{rows}</table>")
+        ignored = []
+        for key, (item, what) in IGNORED_KINDS.items():
+            column = {"hidden": "hidden_files", "non_image": "non_image_files", "folders": "nested_folders"}[key]
+            count = s[column]
+            if count in ("", 0):
+                continue
+            names = list(mine[mine.item == item]["name"])
+            more = int(count) - min(len(names), SHOWN)
+            shown = ", ".join(_e(n) for n in names[:SHOWN]) + (f", and {more} more" if more > 0 else "")
+            ignored.append(f"<tr><td>{_e(what)}</td><td class=\"n\">{_e(count)}</td><td>{shown}</td></tr>")
+        if ignored:
+            parts.append("<p>Files the index left out:</p><table><tr><th>what</th><th>count</th><th>first names</th></tr>"
+                         + "".join(ignored) + "</table>")
+        if not (len(skipped) or len(dropped) or ignored):
+            parts.append("<p class=\"fine\">Nothing was skipped, dropped or ignored.</p>")
+    parts.append("<p class=\"note\">Skipped files are listed in results/prepared/&lt;dataset&gt;/manifest.tsv; the "
+                 "split is drawn from the images that decode, so a skipped file never holds a val or test place. "
+                 "Ignored files: results/datasets/&lt;dataset&gt;/index.json (folder datasets). The same lists are in "
+                 "data.tsv.</p>")
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Data</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def write_data_section(datasets: list[dict], results_root, html_path, tsv_path, summary_tsv=None,
+                       seeds=(0,)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    summary, items = data_tables(datasets, results_root, seeds)
+    if summary_tsv:
+        write_tsv(summary_tsv, summary)
+    write_tsv(tsv_path, items)
+    write_text(html_path, data_html(summary, items))
+    return summary, items
+
+
+def _pairs(values, what: str) -> dict:
+    out = {}
+    for v in values or []:
+        key, sep, val = v.partition("=")
+        if not sep:
+            raise HalsalError(f"--{what} expects name=value, got {v!r}")
+        out[key] = val
+    return out
+
+
+def cmd_data_report(args) -> None:
+    kinds, policies = _pairs(args.kinds, "kinds"), _pairs(args.policies, "policies")
+    entries = []
+    for name, role in [(d, "target") for d in args.targets] + ([(args.source, "source")] if args.source else []):
+        on_bad, _, too_few = policies.get(name, "").partition(",")
+        entries.append({"name": name, "role": role, "kind": kinds.get(name, ""), "on_bad_image": on_bad,
+                        "too_few_images": too_few, "seeds": [0] if role == "source" else args.seeds})
+    summary, items = write_data_section(entries, args.results_root, args.html, args.tsv, args.summary_tsv)
+    print(f"data-report: {len(summary)} datasets, {int((items.item == 'skipped_file').sum())} skipped files, "
+          f"{int((items.item == 'dropped_class').sum())} dropped classes -> {args.html}")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("data-report", help="the report's Data section: skipped files, dropped classes, ignored files")
+    p.add_argument("--results-root", default="results", help="folder holding datasets/, prepared/ and splits/")
+    p.add_argument("--targets", nargs="*", default=[], help="target datasets")
+    p.add_argument("--source", default=None, help="the source set (its split is seed 0)")
+    p.add_argument("--seeds", nargs="*", type=int, default=[0], help="split seeds of the target datasets")
+    p.add_argument("--kinds", nargs="*", default=[], help="name=kind (folder, synthetic, cub200, ...)")
+    p.add_argument("--policies", nargs="*", default=[], help="name=on_bad_image,too_few_images")
+    p.add_argument("--html", required=True)
+    p.add_argument("--tsv", required=True, help="one row per skipped file, dropped class and ignored file")
+    p.add_argument("--summary-tsv", default=None, help="one row per dataset")
+    p.set_defaults(func=cmd_data_report)

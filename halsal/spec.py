@@ -1,0 +1,85 @@
+"""The paper's vocabulary, defined once: architectures, methods, variants, fusion points.
+
+Torch-free on purpose: the Snakefile, the CLI's argument choices, the models, the training
+steps and the report all import their names from here (loading the workflow must not import
+torch).
+
+- :data:`METHODS`: the five rows of Tables 1-2 (Sec. 4), each a :class:`Method`;
+- :data:`ARCHS` and :data:`FUSION_POINTS`: the networks and where their map may modulate the
+  RGB features (Fig. 3), with the paper's choice in :data:`DEFAULT_FUSION`;
+- the ``{variant}`` of every run path: ``d<depth>-<fusion>-<eq1|eq2>`` (saliency depth,
+  Fig. 2; fusion point, Fig. 3; modulation, Eq. 1 or Eq. 2), built by :func:`format_variant`
+  and read back by :func:`parse_variant`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the paper's tables."""
+
+    name: str  # id in config, paths and the CLI
+    label: str  # the paper's row name, as the report prints it
+    saliency: str  # "none" | "hallucinated" | "external" (an explicit map, SMIC)
+    from_step1: bool  # saliency branch initialised from Step 1
+    frozen: bool  # saliency branch frozen during fine-tuning
+
+
+# In the paper's row order (Tables 1-2).
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("baseline", "Baseline-RGB", "none", False, False),
+    Method("scratch_sal", "Baseline-RGB + scratch SAL", "hallucinated", False, False),
+    Method("smic", "SMIC*", "external", False, False),
+    Method("approach_a", "Approach A", "hallucinated", True, True),
+    Method("approach_b", "Approach B", "hallucinated", True, False),
+)}
+METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+BASELINE = "baseline"
+# The methods whose saliency branch starts from Step 1 (they need its weights).
+FROM_STEP1: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.from_step1)
+
+ARCHS: tuple[str, ...] = ("alexnet", "resnet152")
+ARCH_LABELS = {"alexnet": "AlexNet", "resnet152": "ResNet-152"}
+
+# AlexNet: before pool1, before pool2 (the paper's choice, Sec. 4.2), after conv3, after conv4,
+# before pool5. ResNet-152: the stem, a stage (layer1..layer4 = its last block) or any
+# bottleneck block layer<i>.<j>; the paper's footnote 2 ("after the fourth residual block") is
+# read as the 4th bottleneck block, layer2.0 (docs/decisions.md).
+RESNET_STAGE_BLOCKS = (3, 8, 36, 3)
+FUSION_POINTS: dict[str, tuple[str, ...]] = {
+    "alexnet": ("pool1", "pool2", "conv3", "conv4", "pool5"),
+    "resnet152": ("stem", *(f"layer{i + 1}" for i in range(4)),
+                  *(f"layer{i + 1}.{j}" for i, n in enumerate(RESNET_STAGE_BLOCKS) for j in range(n))),
+}
+DEFAULT_FUSION = {"alexnet": "pool2", "resnet152": "layer2.0"}
+MODULATIONS = ("eq1", "eq2")  # Eq. 1: l * s;  Eq. 2 (the paper's choice): l * (s + 1)
+DEPTHS = (1, 2, 3, 4, 5)  # saliency-branch conv layers (Fig. 2; paper: 4)
+
+VARIANT_PATTERN = r"d[1-5]-[A-Za-z0-9_.]+-eq[12]"
+_VARIANT = re.compile(r"^d(?P<depth>\d+)-(?P<fusion>[A-Za-z0-9_.]+)-(?P<modulation>eq[12])$")
+K_ALL = "K"  # k = all remaining training images
+
+
+def format_variant(depth: int, fusion: str, modulation: str) -> str:
+    """The ``{variant}`` wildcard: ``d4-pool2-eq2``."""
+    return f"d{depth}-{fusion}-{modulation}"
+
+
+def parse_variant(variant: str) -> dict:
+    """``'d4-pool2-eq2'`` -> ``{'depth': 4, 'fusion': 'pool2', 'modulation': 'eq2'}``."""
+    m = _VARIANT.match(variant)
+    if not m:
+        raise ValueError(f"variant {variant!r} is not of the form d<depth>-<fusion>-<eq1|eq2> (e.g. d4-pool2-eq2)")
+    return {"depth": int(m["depth"]), "fusion": m["fusion"], "modulation": m["modulation"]}
+
+
+def check_fusion(arch: str, fusion: str) -> None:
+    """A ValueError naming the valid choices when ``fusion`` is not a fusion point of ``arch``."""
+    if fusion not in FUSION_POINTS[arch]:
+        names = [n for n in FUSION_POINTS[arch] if "." not in n]
+        blocks = ", layer<i>.<j> (a bottleneck block)" if len(names) < len(FUSION_POINTS[arch]) else ""
+        raise ValueError(f"{fusion!r} is not a fusion point of {arch}; choose one of {', '.join(names)}{blocks}")
