@@ -11,7 +11,7 @@ CONFIG ?= config/config.yaml
 export MPLCONFIGDIR   ?= $(CURDIR)/.cache/matplotlib
 export XDG_CACHE_HOME ?= $(CURDIR)/.cache
 
-.PHONY: run test test-fast lint dryrun-paper bench clean venv
+.PHONY: run test test-fast lint dryrun-paper bench gpu-check clean venv
 
 venv: $(STAMP)
 
@@ -41,6 +41,13 @@ dryrun-paper: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_decode.py
 	$(BIN)/python bench/bench_train_input.py
+
+# Everything that needs a CUDA GPU (GPU tests, DALI mixed decode, step benchmark), as one
+# markdown table for docs/benchmarks.md. Uses the machine's own $(PYTHON) with its torch, not
+# .venv (no $(STAMP)); missing test/bench packages come from wheels in .whl/ if there.
+# Without a GPU it says so and exits 0.
+gpu-check:
+	$(PYTHON) bench/gpu_check.py
 
 clean:
 	rm -rf results logs benchmarks reports/report.html .snakemake

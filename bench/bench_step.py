@@ -1,24 +1,31 @@
 """Training step time of HalSal's AlexNet configurations against torchvision's AlexNet.
 
     python bench/bench_step.py                          # GPU defaults: 227 px, batch 128
-    python bench/bench_step.py --batch 8 --steps 2      # a 2-core CPU: about 2 minutes
+    python bench/bench_step.py --batch 16 --steps 2 --rounds 2 --threads 1   # 2-core CPU, ~2 min
     python bench/bench_step.py --profile approach_b     # where the time goes (torch.profiler)
+    python bench/bench_step.py --loop                   # the training loop, before/after issue 11
 
-One training step = what ``halsal.train.loop.fit`` does per batch: forward under the
+One training step = what ``halsal.train.loop.train_epoch`` does per batch: forward under the
 precision's autocast, cross-entropy, ``zero_grad``, backward, SGD step (momentum 0.9, weight
 decay 5e-3, as the paper). Contenders, all with ``--classes`` outputs:
 
 - ``torchvision``: ``torchvision.models.alexnet``, every parameter trained (the reference);
 - ``baseline``: ``build_model(saliency="none")`` (Baseline-RGB: should be 1.0x);
 - ``approach_a``: the saliency branch frozen (forward only), the rest trained;
-- ``approach_b``: everything trained (the paper's Approach B, Step 2).
+- ``approach_b``: everything trained (the paper's Approach B, Step 2);
+- ``step1`` (not in the default set): only the saliency branch trained (Step 1).
 
 Each is timed in fp32 and bf16 (``torch.autocast``), ``--rounds`` rounds interleaved (A B C D,
-A B C D, ...) so that load from other processes falls on all of them alike; a round is
-``--steps`` timed steps after one warm-up step, and the median step is reported. The FLOP ratio
+A B C D, ...) so that load from other processes falls on all of them alike; a round is one
+warm-up step and ``--steps`` timed steps, and the median step is reported. The FLOP ratio
 (forward + backward of one step, ``torch.utils.flop_counter.FlopCounterMode``; the optimizer
 step is not counted) is printed next to the time ratio: a time ratio above the FLOP ratio
 means HalSal's extra work runs less efficiently than AlexNet's own layers.
+
+``--loop`` times whole epochs of Approach B from a device-resident image cache
+(``halsal.train.data.DeviceImages``): the loop as it was before issue 11 (``loss.item()`` and
+``.sum().item()`` every batch, four blocking host-to-device copies per batch) against
+``train_epoch`` (sums kept on the device, one pinned non-blocking copy per batch).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from halsal.models import build_model  # noqa: E402
 from halsal.train.loop import autocast  # noqa: E402
 
 MODELS = ("torchvision", "baseline", "approach_a", "approach_b")
+EXTRA = ("step1",)
 
 
 def make_model(name: str, classes: int) -> torch.nn.Module:
@@ -49,7 +57,19 @@ def make_model(name: str, classes: int) -> torch.nn.Module:
     model = build_model("alexnet", classes, saliency="none" if name == "baseline" else "hallucinated")
     if name == "approach_a":
         model.saliency_branch.requires_grad_(False)
+    if name == "step1":
+        for n, p in model.named_parameters():
+            p.requires_grad_(n.startswith("saliency_branch."))
     return model
+
+
+def pick_device(name: str) -> torch.device:
+    return torch.device(name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class Contender:
@@ -76,13 +96,12 @@ class Contender:
         self.opt.step()
 
     def timed(self, precision: str, steps: int) -> None:
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         self.step(precision)  # warm-up (cuDNN autotuning, allocator, oneDNN primitive caches)
-        sync()
+        sync(self.device)
         for _ in range(steps):
             t0 = time.perf_counter()
             self.step(precision)
-            sync()
+            sync(self.device)
             self.times.setdefault(precision, []).append(time.perf_counter() - t0)
 
     def ms(self, precision: str) -> float:
@@ -104,19 +123,24 @@ def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"CPU {platform.processor() or platform.machine()}, {cores} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    return (f"CPU {platform.processor() or platform.machine()}, {cores} cores, {torch.get_num_threads()} torch "
+            f"threads, torch {torch.__version__}")
 
 
-def run(args) -> list[dict]:
-    """Rows ``{model, flops, ratio_flops, fp32_ms, fp32_ratio, bf16_ms, bf16_ratio}``."""
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+def run(args) -> tuple[list[dict], torch.device]:
+    """Rows ``{model, gflops, ratio_flops, <p>_ms, <p>_ratio, bf16_speedup}``, ratios against
+    torchvision's AlexNet (or the first model) in the same precision."""
+    device = pick_device(args.device)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as halsal.train.loop.fit does
+        torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark  # fit() turns it on
     models = [m for m in args.models.split(",") if m]
     precisions = [p for p in args.precisions.split(",") if p]
     for m in models:
-        if m not in MODELS:
-            sys.exit(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
+        if m not in MODELS + EXTRA:
+            sys.exit(f"unknown model {m!r}; choose from {', '.join(MODELS + EXTRA)}")
+    if "bf16" in precisions and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        print(f"bf16: skipped ({torch.cuda.get_device_name(device)} has no bfloat16 support)")
+        precisions = [p for p in precisions if p != "bf16"]
     flops = {m: step_flops(m, args.classes, args.size) for m in models}
     contenders = {m: Contender(m, args, device) for m in models}
     for _ in range(args.rounds):
@@ -130,10 +154,9 @@ def run(args) -> list[dict]:
         for p in precisions:
             row[f"{p}_ms"] = c.ms(p)
             row[f"{p}_ratio"] = c.ms(p) / contenders[ref].ms(p)
-        rows.append(row)
-    if "fp32" in precisions and "bf16" in precisions:
-        for row in rows:
+        if "fp32" in precisions and "bf16" in precisions:
             row["bf16_speedup"] = row["fp32_ms"] / row["bf16_ms"]
+        rows.append(row)
     return rows, device
 
 
@@ -141,7 +164,7 @@ def markdown(rows: list[dict]) -> str:
     precisions = [p for p in ("fp32", "bf16") if f"{p}_ms" in rows[0]]
     head = ["model", "GFLOP/img (fwd+bwd)", "FLOP ratio"]
     for p in precisions:
-        head += [f"{p} ms/step", f"{p} ratio"]
+        head += [f"{p} ms/step", f"{p} time ratio"]
     if "bf16_speedup" in rows[0]:
         head.append("bf16 speed-up")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -155,34 +178,121 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# --- the training loop, before and after issue 11 -------------------------------------------
+
+def _legacy_epoch(model, data, optimizer, loss_fn, batch_size, generator, precision):
+    """The loop as it was: a host sync per batch for the loss and the accuracy, and four
+    blocking ``.to(device)`` copies of the batch's indices and offsets."""
+    device = data.device
+    n, size = len(data), data.images.shape[-1]
+    order = torch.randperm(n, generator=generator)
+    span = size - data.input_size + 1
+    total, correct, loss_sum = 0, 0, 0.0
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        b = len(idx)
+        oy = torch.randint(span, (b,), generator=generator)
+        ox = torch.randint(span, (b,), generator=generator)
+        flip = torch.rand(b, generator=generator) < 0.5
+        idx, oy, ox, flip = (t.to(device) for t in (idx, oy, ox, flip))
+        x, y = data._normalise(data._crop(idx, oy, ox, flip)), data.labels[idx]
+        with autocast(device, precision):
+            logits = model(x)
+            loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        total += len(y)
+    return loss_sum, correct, total
+
+
+def loop_compare(args) -> tuple[list[dict], torch.device]:
+    """Images/s of whole epochs, legacy loop vs ``train_epoch``, per precision (Approach B)."""
+    import numpy as np
+
+    from halsal.train.data import DeviceImages
+    from halsal.train.loop import OptimConfig, make_optimizer, train_epoch
+
+    device = pick_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
+    rng = np.random.default_rng(0)
+    n, cache = args.batch * args.loop_batches, args.size + args.size // 8  # 227 -> a 255 px cache
+    data = DeviceImages(rng.integers(0, 256, (n, cache, cache, 3), dtype=np.uint8),
+                        rng.integers(0, args.classes, n), device, args.size)
+    torch.manual_seed(0)
+    model = make_model("approach_b", args.classes).to(device).train()
+    loss_fn = torch.nn.CrossEntropyLoss()
+    rows = []
+    for p in [p for p in args.precisions.split(",") if p]:
+        if p == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            continue
+        cfg = OptimConfig(batch_size=args.batch, lr=1e-4, precision=p)
+        opt = make_optimizer(model, cfg)
+        times = {"before (sync per batch)": [], "after (train_epoch)": []}
+
+        def before(epoch):
+            _legacy_epoch(model, data, opt, loss_fn, args.batch, torch.Generator().manual_seed(epoch), p)
+
+        def after(epoch):
+            loss_sum, correct, _ = train_epoch(model, data, opt, loss_fn, cfg, torch.Generator().manual_seed(epoch))
+            loss_sum.item(), correct.item()
+
+        before(0), after(0)  # warm-up
+        for r in range(args.rounds):
+            for name, fn in (("before (sync per batch)", before), ("after (train_epoch)", after)):
+                sync(device)
+                t0 = time.perf_counter()
+                fn(r + 1)
+                sync(device)
+                times[name].append(n / (time.perf_counter() - t0))
+        base = statistics.median(times["before (sync per batch)"])
+        for name, rates in times.items():
+            rows.append({"loop": name, "precision": p, "img_s": statistics.median(rates),
+                         "ratio": statistics.median(rates) / base})
+    return rows, device
+
+
+def loop_markdown(rows: list[dict]) -> str:
+    lines = ["| training loop (approach_b) | precision | img/s | vs before |", "|---|---|---|---|"]
+    lines += [f"| {r['loop']} | {r['precision']} | {r['img_s']:.0f} | {r['ratio']:.2f}x |" for r in rows]
+    return "\n".join(lines)
+
+
 def profile(args) -> None:
     """Top operators of a few steps of one model, by self time."""
     from torch.profiler import ProfilerActivity, profile as tprofile
 
-    device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
+    device = pick_device(args.device)
     precision = args.precisions.split(",")[0]
     c = Contender(args.profile, args, device)
     c.timed(precision, 1)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with tprofile(activities=acts) as prof:
+    with tprofile(activities=acts, record_shapes=True) as prof:
         c.timed(precision, args.steps)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(prof.key_averages().table(sort_by=key, row_limit=25))
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=30))
 
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=227, help="input side (default 227, the paper's)")
-    ap.add_argument("--batch", type=int, default=128, help="batch size (default 128; use 4-8 on a CPU)")
+    ap.add_argument("--batch", type=int, default=128, help="batch size (default 128; 8-16 on a CPU)")
     ap.add_argument("--classes", type=int, default=102, help="outputs (default 102, Flowers 102)")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per round (default 10)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
+    ap.add_argument("--models", default=",".join(MODELS),
+                    help=f"comma-separated subset of {','.join(MODELS + EXTRA)} (default: all but step1)")
     ap.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32,bf16")
     ap.add_argument("--channels-last", action="store_true", help="NHWC weights and batches")
+    ap.add_argument("--no-cudnn-benchmark", action="store_true", help="leave torch.backends.cudnn.benchmark off")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    ap.add_argument("--profile", choices=MODELS, default=None, help="profile this model instead of timing all")
+    ap.add_argument("--profile", choices=MODELS + EXTRA, default=None, help="profile this model instead of timing")
+    ap.add_argument("--loop", action="store_true", help="time whole epochs: the loop before/after issue 11")
+    ap.add_argument("--loop-batches", type=int, default=8, help="batches per epoch for --loop (default 8)")
     return ap
 
 
@@ -194,12 +304,14 @@ def main(argv=None) -> None:
         profile(args)
         return
     t0 = time.perf_counter()
-    rows, device = run(args)
+    rows, device = loop_compare(args) if args.loop else run(args)
     print(f"machine: {machine(device)}")
     print(f"{args.size} px, batch {args.batch}, {args.classes} classes, SGD; median of {args.rounds} interleaved "
-          f"rounds x {args.steps} steps{', channels-last' if args.channels_last else ''}; ratios against "
-          f"torchvision's AlexNet in the same precision ({time.perf_counter() - t0:.0f} s)\n")
-    print(markdown(rows))
+          f"rounds{'' if args.loop else f' x {args.steps} steps'}{', channels-last' if args.channels_last else ''}"
+          f"{', cudnn.benchmark off' if args.no_cudnn_benchmark and device.type == 'cuda' else ''}; "
+          f"{'epochs of ' + str(args.loop_batches) + ' batches' if args.loop else 'ratios against torchvision AlexNet in the same precision'}"
+          f" ({time.perf_counter() - t0:.0f} s)\n")
+    print(loop_markdown(rows) if args.loop else markdown(rows))
 
 
 if __name__ == "__main__":

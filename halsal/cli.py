@@ -8,7 +8,7 @@ The stages, in workflow order:
   backbone                   Step 0: ImageNet weights, a local file, or train from scratch
   pretrain-saliency          Step 1: saliency branch only, on the source set
   smic-maps                  explicit saliency maps of a dataset (SMIC): spectral residual or PNGs
-  finetune                   Step 2: one method / k / seed on a fine-grained dataset
+  finetune                   Step 2: method / k / seed runs on a fine-grained dataset (one job, many runs)
   aggregate, tables, ...     the report (see `halsal <command> --help`)
 
 Errors caused by inputs (missing data, corrupt images, bad weights) are printed as one
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from pathlib import Path
 
 from halsal import __version__
 from halsal.errors import HalsalError
@@ -160,16 +162,39 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_finetune(args) -> None:
-    from halsal.train.data import resolve_device
-    from halsal.train.steps import finetune
+    import torch
 
-    metrics = finetune(arch=args.arch, method=args.method, variant=args.variant, k=args.k, seed=args.seed,
-                       dataset=args.dataset, prepared=args.prepared, split_tsv=args.split, backbone_pt=args.backbone,
-                       saliency_pt=args.saliency, maps=args.maps, out_dir=args.out_dir, cfg=_optim(args), input_size=args.input_size,
-                       device=resolve_device(args.device), augment=_augment(args), synthetic=args.synthetic,
-                       threads=args.threads)
-    print(f"{args.method} k={args.k} seed={args.seed}: val {metrics['val_acc']:.3f} (epoch {metrics['best_epoch']}), "
-          f"test {metrics['test_acc']:.3f}{' [SYNTHETIC data]' if args.synthetic else ''}")
+    from halsal.train.data import resolve_device
+    from halsal.train.steps import FinetuneRun, finetune_batch, load_finetune_inputs
+
+    single = [args.k, args.seed, args.split, args.out_dir]
+    if args.run and any(v is not None for v in single):
+        raise HalsalError("give either --run K SEED SPLIT OUT_DIR (once per run) or --k/--seed/--split/--out-dir, not both")
+    if args.run:
+        runs = args.run
+    elif all(v is not None for v in single):
+        runs = [single]
+    else:
+        raise HalsalError("no run given: add --run K SEED SPLIT OUT_DIR (once per run), "
+                          "or --k, --seed, --split and --out-dir for one run")
+    try:
+        runs = [FinetuneRun(str(k), int(seed), Path(split), Path(out_dir)) for k, seed, split, out_dir in runs]
+    except ValueError as exc:
+        raise HalsalError(f"--run K SEED SPLIT OUT_DIR: the seed must be an integer ({exc})") from exc
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    inputs = load_finetune_inputs(arch=args.arch, method=args.method, variant=args.variant, dataset=args.dataset,
+                                  prepared=args.prepared, backbone_pt=args.backbone, saliency_pt=args.saliency,
+                                  maps=args.maps, cfg=_optim(args), input_size=args.input_size,
+                                  device=resolve_device(args.device), augment=_augment(args), synthetic=args.synthetic)
+    print(f"{len(runs)} run(s) of {args.arch}/{args.dataset}/{args.method}/{args.variant}; "
+          f"inputs loaded in {time.perf_counter() - t0:.1f} s", flush=True)
+    results = finetune_batch(inputs, runs, log=lambda line: print(line, flush=True))
+    for run, (metrics, restored) in zip(runs, results):
+        print(f"{args.method} k={run.k} seed={run.seed}: val {metrics['val_acc']:.3f} (epoch {metrics['best_epoch']}), "
+              f"test {metrics['test_acc']:.3f}{' [restored]' if restored else ''}"
+              f"{' [SYNTHETIC data]' if args.synthetic else ''}", flush=True)
 
 
 def cmd_smic_maps(args) -> None:
@@ -260,20 +285,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="maps.npy to write (uint8 N x S x S) and a .json beside it")
     p.set_defaults(func=cmd_smic_maps)
 
-    p = sub.add_parser("finetune", help="Step 2: one fine-tuning run (method, k, seed)")
+    p = sub.add_parser("finetune", help="Step 2: fine-tuning runs (method, k, seed) of one job, in one process",
+                       description="Step 2: one or several fine-tuning runs of one arch, dataset, method and "
+                                   "variant, trained one after another from inputs loaded once. A run that an "
+                                   "earlier job finished (its complete.json matches) is restored, not retrained.")
     p.add_argument("--arch", required=True, choices=["alexnet", "resnet152"])
     p.add_argument("--method", required=True, choices=["baseline", "scratch_sal", "smic", "approach_a", "approach_b"])
     p.add_argument("--variant", required=True)
-    p.add_argument("--k", required=True, help="training images per class, or K for all")
-    p.add_argument("--seed", type=int, required=True)
     p.add_argument("--dataset", required=True)
     p.add_argument("--prepared", required=True)
-    p.add_argument("--split", required=True)
     p.add_argument("--backbone", required=True)
     p.add_argument("--saliency", default=None, help="Step-1 saliency weights (approach_a/b)")
     p.add_argument("--maps", default=None, help="the dataset's SMIC saliency maps, from smic-maps (smic)")
     p.add_argument("--synthetic", action="store_true", help="label the results as synthetic")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--run", nargs=4, action="append", metavar=("K", "SEED", "SPLIT", "OUT_DIR"),
+                   help="one run: k (or K), seed, its split file and its output folder; repeat for each run")
+    g = p.add_argument_group("a single run (instead of --run)")
+    g.add_argument("--k", default=None, help="training images per class, or K for all")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--split", default=None)
+    g.add_argument("--out-dir", default=None)
     _optim_args(p)
     p.set_defaults(func=cmd_finetune)
 

@@ -203,14 +203,47 @@ rule fake_dataset:
         "results/prepared/{{dataset}}/images.npy",
     shell:
         "cp {{FIX}}/{{output[0]}} {{output[0]}} && cp {{FIX}}/{{output[1]}} {{output[1]}}"
+
+
+rule fake_manifest:
+    output:
+        "results/prepared/{{dataset}}/manifest.tsv",
+    shell:
+        "cp {{FIX}}/{{output}} {{output}}"
+
+
+rule fake_split:
+    output:
+        "results/splits/{{dataset}}/seed{{seed}}.tsv",
+    shell:
+        "cp {{FIX}}/{{output}} {{output}}"
 """
+
+
+def write_data_files(results: Path, dataset: str, seeds=(0, 1, 2), val_per_class: int = 2) -> None:
+    """The data stage's manifest.tsv (every image decoded) and split tables of a fixture dataset
+    (the report's Data section reads them): per class the last TEST_PER_CLASS images are test,
+    the ``val_per_class`` before them val, the rest train."""
+    index = pd.read_csv(results / "datasets" / dataset / "index.tsv", sep="\t")
+    (results / "prepared" / dataset).mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"row": index.index, "status": "ok", "reason": ""}).to_csv(
+        results / "prepared" / dataset / "manifest.tsv", sep="\t", index=False)
+    pos = index.groupby("label").cumcount(ascending=False)  # 0 = last image of its class
+    role = np.where(pos < TEST_PER_CLASS, "test", np.where(pos < TEST_PER_CLASS + val_per_class, "val", "train"))
+    (results / "splits" / dataset).mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        pd.DataFrame({"row": index.index, "label": index.label, "role": role}).to_csv(
+            results / "splits" / dataset / f"seed{seed}.tsv", sep="\t", index=False)
 
 
 def build_workflow(root, python: str, repo: Path = REPO) -> Path:
     """A tiny finished-able workflow in ``root``: config, Snakefile, fixture tree, `halsal` shim on bin/."""
     root = Path(root)
     # One deliberately killed map, so the dead-map warning has something to show.
-    build_tree(root / "fixture", ks=("1", "3", "K"), seeds=(0, 1, 2), dead=WORKFLOW_DEAD)
+    results = build_tree(root / "fixture", ks=("1", "3", "K"), seeds=(0, 1, 2), dead=WORKFLOW_DEAD)
+    write_dataset(results, "synth_source", 4, TEST_PER_CLASS + 4, 32, seed=1)  # Step 0-1's source set
+    write_data_files(results, "synth_fine")
+    write_data_files(results, "synth_source", seeds=(0,))
     (root / "config").mkdir(parents=True, exist_ok=True)
     (root / "config" / "config.yaml").write_text(TINY_CONFIG)
     (root / "Snakefile").write_text(TINY_SNAKEFILE.format(repo=repo, fixture=root / "fixture"))

@@ -93,3 +93,89 @@ def test_index_folder_errors(tmp_path):
     (tmp_path / "images" / "only").mkdir(parents=True)
     with pytest.raises(HalsalError, match="at least 2"):
         index_folder(tmp_path)
+
+
+# --- folder datasets as a user makes them (issue 12) -----------------------------------------
+
+
+def _jpeg(path, colour=(200, 40, 40)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (24, 20), colour).save(path, "JPEG")
+
+
+def test_scan_folder_skips_hidden_and_counts_ignored_files(tmp_path):
+    from halsal.data.datasets import scan_folder
+
+    for c in ("001_Red_Crown", "002_blue_wing"):
+        for i in range(3):
+            _jpeg(tmp_path / "images" / c / f"{i}.jpg")
+    (tmp_path / "images" / "001_Red_Crown" / ".hidden.jpg").write_bytes(b"x")
+    (tmp_path / "images" / "001_Red_Crown" / "._0.jpg").write_bytes(b"\x00\x05\x16\x07")  # macOS AppleDouble
+    (tmp_path / "images" / "002_blue_wing" / "notes.txt").write_text("stray")
+    (tmp_path / "images" / "002_blue_wing" / "clip.GIF").write_bytes(b"GIF89a")  # not in IMAGE_EXTENSIONS
+    (tmp_path / "images" / "002_blue_wing" / "sub").mkdir()
+    (tmp_path / "images" / ".DS_Store").write_bytes(b"x")
+    (tmp_path / "images" / "__MACOSX").mkdir()
+    index, info = scan_folder(tmp_path)
+    assert len(index) == 6 and index.label.nunique() == 2
+    assert not index.path.str.contains(r"/\.").any()
+    assert info["ignored"]["hidden"]["count"] == 4
+    assert "images/001_Red_Crown/._0.jpg" in info["ignored"]["hidden"]["examples"]
+    assert info["ignored"]["non_image"] == {"count": 2, "examples": ["images/002_blue_wing/clip.GIF",
+                                                                    "images/002_blue_wing/notes.txt"]}
+    assert info["ignored"]["folders"]["count"] == 1
+    # No classes.tsv: names from the folders, capitalisation kept.
+    assert list(dict.fromkeys(index.class_name)) == ["Red Crown", "blue wing"]
+    assert info["class_names_from"] == "folder names" and info["images"] == 6
+
+
+def test_class_names_come_from_classes_tsv(tmp_path):
+    from halsal.data.datasets import scan_folder
+
+    for c in ("003_sooty_albatross", "017_cardinal", "020_other"):
+        _jpeg(tmp_path / "images" / c / "a.jpg")
+    (tmp_path / "classes.tsv").write_text("class_id\tname\n3\tSooty_Albatross\n17\tNorthern Cardinal\n")
+    index, info = scan_folder(tmp_path)
+    assert list(index.class_name) == ["Sooty Albatross", "Northern Cardinal", "other"]
+    assert info["class_names_from"].startswith("classes.tsv (2 of 3")
+    # A `folder` column names folders directly.
+    (tmp_path / "classes.tsv").write_text("folder\tname\n020_other\tThe Other One\n")
+    assert scan_folder(tmp_path)[0].class_name.iloc[-1] == "The Other One"
+
+
+def test_class_names_from_classes_tsv_on_real_photographs():
+    index = index_folder(shared_dataset("cub200-tiny"))  # folders are lower-case slugs; classes.tsv is not
+    assert index["class_name"].iloc[0] == "Sooty Albatross"
+    assert "Cardinal" in set(index["class_name"])
+
+
+def test_one_image_extension_list():
+    from halsal.data import datasets, fetch
+
+    assert fetch.IMAGE_EXTS is datasets.IMAGE_EXTENSIONS
+
+
+def test_bad_images_never_hold_a_val_or_test_place():
+    from halsal.data.splits import usable_rows
+
+    index = _index([12, 12])
+    manifest = pd.DataFrame({"row": range(24), "path": index.path, "status": "ok", "reason": ""})
+    manifest.loc[3, ["status", "reason"]] = ["skipped", "truncated"]
+    usable = usable_rows(index, manifest)
+    for seed in range(5):
+        split, notes = make_split(index, seed=seed, max_k=1, usable=usable)
+        assert notes == [] and 3 not in set(split["row"])
+        per = split.groupby(["label", "role"]).size().unstack()
+        assert (per["val"] == 5).all() and (per["test"] == 5).all()
+        assert list(per["train"]) == [1, 2]  # class 0: 11 usable images
+        # rows still point into the index (and the prepared cache)
+        assert (split["path"].to_numpy() == index.path.to_numpy()[split["row"].to_numpy()]).all()
+    # Two bad files leave 10 usable images: too few for k=1, named as such.
+    manifest.loc[4, "status"] = "skipped"
+    with pytest.raises(HalsalError, match=r"has 10 usable images \(2 did not decode\)"):
+        make_split(index, seed=0, max_k=1, usable=usable_rows(index, manifest))
+    split, notes = make_split(index, seed=0, max_k=1, usable=usable_rows(index, manifest), too_few="drop_class")
+    assert set(split["label"]) == {1} and "dropped" in notes[0]
+    # A manifest of another index is an error, not a silent misalignment.
+    with pytest.raises(HalsalError, match="does not match the index"):
+        usable_rows(index.iloc[:10], manifest)

@@ -200,6 +200,58 @@ def test_dali_gpu_without_gpu_names_reason(awkward):
         D.decode_dali_gpu([awkward["good1.jpg"]])
 
 
+NVJPEG_FAILURE = ("Critical error in pipeline:\nError in MIXED operator `nvidia.dali.fn.decoders.image`,\n"
+                  "encountered:\nnvJPEG error (NVJPEG_STATUS_ARCH_MISMATCH): the driver is too old\n")
+
+
+@pytest.fixture
+def broken_gpu_decoder(monkeypatch):
+    """DALI sees a GPU, but its mixed decoder fails at run time (an old driver, no nvJPEG)."""
+    if not D.dali_available():
+        pytest.skip("needs DALI (the fallback goes to DALI on the CPU)")
+    monkeypatch.setattr(D, "_gpu_reason", lambda: None)
+    monkeypatch.setattr(D, "gpu_available", lambda: True)
+    real = D._dali_pipeline
+
+    def pipeline(source, *, device, **kw):
+        if device == "gpu":
+            raise RuntimeError(NVJPEG_FAILURE)
+        return real(source, device=device, **kw)
+
+    monkeypatch.setattr(D, "_dali_pipeline", pipeline)
+
+
+def test_auto_falls_back_to_dali_cpu_when_the_gpu_decoder_fails(awkward, broken_gpu_decoder):
+    files = [awkward[n] for n in ("good1.jpg", "good2.jpg", "exif6.jpg")]
+    assert D.resolve_backend("auto") == "dali-gpu"
+    with pytest.warns(RuntimeWarning, match=r"GPU \(mixed\) decoder does not work here \(nvJPEG error "
+                                            r"\(NVJPEG_STATUS_ARCH_MISMATCH\).*DALI on the CPU instead"):
+        res = D.decode_images(files, progress=False)
+    assert res.backend == "dali-cpu" and np.array_equal(res.images, D.decode_dali_cpu(files))
+
+
+def test_explicit_dali_gpu_with_a_failing_gpu_decoder_is_a_clear_error(awkward, broken_gpu_decoder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no silent fallback
+        with pytest.raises(HalsalError, match=r"'dali-gpu' cannot run: DALI's GPU \(mixed\) decoder failed on a "
+                                              r"test image \(nvJPEG error.*'auto' or 'dali-cpu'"):
+            D.decode_images([awkward["good1.jpg"]], backend="dali-gpu", progress=False)
+
+
+def test_prepare_records_the_fallback_backend(tmp_path, broken_gpu_decoder):
+    import json
+
+    from halsal.data.prepare import prepare
+    from halsal.data.synthetic import generate
+    from halsal.io import write_tsv
+
+    write_tsv(tmp_path / "index.tsv", generate(tmp_path / "ds", task="fine", classes=2, images_per_class=2,
+                                               image_size=80, seed=0))
+    with pytest.warns(RuntimeWarning, match="nvJPEG error"):
+        prepare(tmp_path / "index.tsv", tmp_path / "prepared", resize=72, backend="auto", progress=False)
+    assert json.loads((tmp_path / "prepared" / "prepare.json").read_text())["backend"] == "dali-cpu"
+
+
 @pytest.mark.gpu
 def test_dali_gpu_parity(awkward):
     reason = D._gpu_reason()

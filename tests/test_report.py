@@ -276,8 +276,10 @@ def test_smic_with_spectral_residual_maps_is_named_and_not_compared(tmp_path):
 
     results = build_tree(tmp_path / "t", datasets=("flowers102",), methods=("baseline", "smic"), ks=("1",),
                          seeds=(0,), synthetic=False)
-    runs = collect_runs(metrics_paths(results))
-    out = write_tables(runs, tmp_path / "sr", VARIANT, configured_archs=["alexnet"])
+    # The paper's Flowers in full (config kind, 102 classes), so that Baseline-RGB is compared.
+    full = {"dataset_kinds": {"flowers102": "flowers102"}, "configured_archs": ["alexnet"]}
+    runs = collect_runs(metrics_paths(results)).assign(num_classes=102)
+    out = write_tables(runs, tmp_path / "sr", VARIANT, **full)
     smic = out["alexnet"][(out["alexnet"].method == "smic") & (out["alexnet"].k == "1")].iloc[0]
     assert smic.label == SMIC_SPECTRAL_LABEL and smic.comparison != "comparable"
     wide = pd.read_csv(tmp_path / "sr" / "table_alexnet.tsv", sep="\t", dtype=str, keep_default_na=False)
@@ -293,7 +295,7 @@ def test_smic_with_spectral_residual_maps_is_named_and_not_compared(tmp_path):
         if m["method"] == "smic":
             m["saliency_maps"] = "precomputed maps from /data/smic_maps"
             p.write_text(json.dumps(m))
-    out = write_tables(collect_runs(metrics_paths(results)), tmp_path / "folder", VARIANT, configured_archs=["alexnet"])
+    out = write_tables(collect_runs(metrics_paths(results)).assign(num_classes=102), tmp_path / "folder", VARIANT, **full)
     smic = out["alexnet"][(out["alexnet"].method == "smic") & (out["alexnet"].k == "1")].iloc[0]
     assert smic.label == "SMIC*" and smic.comparison == "comparable"
     assert smic["diff"] == pytest.approx(smic["mean"] - 37.6)

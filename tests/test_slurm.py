@@ -28,8 +28,14 @@ HERE = ROOT / "tests" / "slurm"
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"
 TOY = HERE / "toy" / "Snakefile"
 _PROFILE = yaml.safe_load((PROFILE / "config.yaml").read_text())
-FINETUNE_RUNTIME_MIN = _PROFILE["set-resources"]["finetune"]["runtime"]
+# Minutes per fine-tuning run: the profile's runtime is "<minutes> * len(input.split)", one
+# split file per run of the job.
+FINETUNE_RUNTIME_MIN = int(re.match(r"\s*(\d+)\s*\*\s*len\(input\.split\)\s*$",
+                                    str(_PROFILE["set-resources"]["finetune"]["runtime"])).group(1))
 GROUP_SIZE = int(dict(g.split("=") for g in _PROFILE["group-components"])["finetune"])
+# Fine-tuning jobs bundled into one SLURM job in the toy test (the profile's default is 1, as
+# each real job already trains a batch of runs; users of train.finetune_batch: run raise it).
+TOY_GROUP = 4
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 # Wall-clock bounds: the plugin hangs for good when it cannot read job states, so a run
 # that outlives these fails the test instead of stalling CI.
@@ -115,8 +121,9 @@ def submitted_in_ctld_log(cluster):
 
 
 def test_toy_workflow_runs_through_sbatch_with_one_gpu_per_group(cluster, tmp_path):
-    n = 4
-    rc, out = snakemake(cluster, TOY, tmp_path, *toy_config(tmp_path, n=n), timeout=TOY_TIMEOUT_S)
+    n = TOY_GROUP
+    rc, out = snakemake(cluster, TOY, tmp_path, *toy_config(tmp_path, n=n), "--group-components",
+                        f"finetune={TOY_GROUP}", timeout=TOY_TIMEOUT_S)
     assert rc == 0, out[-6000:]
     jobs = submitted(out)
     # prepare, ONE job for the 4 grouped finetune runs, aggregate.
@@ -192,8 +199,13 @@ def test_real_tiny_workflow_through_slurm_profile(cluster, tmp_path):
     assert len(metrics) == grid[0] * grid[1] * grid[2] * grid[3] * grid[4]
     assert (tmp_path / "results/summary.csv").is_file()
     groups = [r for r in records if r["Comment"] == "rule_finetune_finetune"]
-    # The fine-tuning runs went into groups of at most GROUP_SIZE (profile group-components).
-    assert len(groups) == -(-len(metrics) // GROUP_SIZE)
+    # One fine-tuning job per (arch, dataset, method) trains all its k and seeds (config
+    # train.finetune_batch: all); the profile bundles GROUP_SIZE jobs into one SLURM job.
+    jobs = grid[0] * grid[1] * grid[2]
+    assert len(groups) == -(-jobs // GROUP_SIZE)
+    if GROUP_SIZE == 1:  # its time limit: minutes per run x its runs
+        minutes = FINETUNE_RUNTIME_MIN * grid[3] * grid[4]
+        assert all(g["TimeLimit"] == f"{minutes // 60:02d}:{minutes % 60:02d}:00" for g in groups)
     for path in metrics:
         m = json.loads(path.read_text())
         assert 0.0 <= m["test_acc"] <= 1.0 and 0.0 <= m["val_acc"] <= 1.0

@@ -44,7 +44,12 @@ def test_paper_dry_run_lists_the_whole_paper(tmp_path):
     counts = job_counts(proc.stdout)
     # Tables 1 and 2: archs x datasets x methods x k x seeds; Figures 2-3 and Eq. 1 vs 2 add
     # 9 AlexNet variants of approach_b on Flowers (4 k x 3 seeds); the rest are in Table 1.
-    assert counts["finetune"] == 2 * 3 * 5 * 10 * 3 + 9 * 4 * 3 == 1008
+    runs = set(re.findall(r"results/runs/(\S+)/metrics\.json", proc.stdout))
+    assert len(runs) == 2 * 3 * 5 * 10 * 3 + 9 * 4 * 3 == 1008
+    # One fine-tuning process per (arch, dataset, method, variant) trains all its k and seeds
+    # (train.finetune_batch: all): 30 main-grid jobs of 30 runs, 9 ablation jobs of 12.
+    assert counts["finetune"] == 2 * 3 * 5 and counts["finetune_ablation"] == 9
+    assert counts["finetune"] + counts["finetune_ablation"] <= 110
     assert counts["fetch"] == 4  # three datasets and the ImageNet validation source
     assert counts["backbone"] == 2 and counts["smic_maps"] == 3
     assert counts["pretrain_saliency"] == 1 + 1 + 9  # ResNet-152, AlexNet main variant, 9 ablation variants

@@ -9,8 +9,11 @@ uint8, so the tests compare the paths directly:
   window only (``decoders.image_crop``, resizing would be the identity), any other is
   resampled with torchvision's resize in a thread pool, which measured ~6x faster than DALI's
   CPU resampler on this machine (``resampler='dali'`` keeps it all in DALI; see
-  bench/RESULTS-decode.md);
-- :func:`decode_dali_gpu`: DALI ``mixed`` decoder (nvJPEG, hardware decoder where present);
+  docs/benchmarks.md);
+- :func:`decode_dali_gpu`: DALI ``mixed`` decoder (nvJPEG, hardware decoder where present).
+  Before a dataset is decoded, one small JPEG goes through it: if that fails (old driver, no
+  nvJPEG), backend ``auto`` falls back to DALI on the CPU with a warning naming the cause, and
+  an explicit ``dali-gpu`` raises :class:`GpuDecoderError` (a HalsalError);
 - :func:`decode_torchvision`: ``torchvision.io.decode_image``, used where DALI is missing.
 
 :func:`decode_images` picks a path, and applies the bad-file policy (raise, or skip and
@@ -138,6 +141,10 @@ class _BadImage(Exception):
     """A file no path can decode; its message is the reason written into the manifest."""
 
 
+class GpuDecoderError(HalsalError):
+    """DALI's GPU (``mixed``) decoder cannot run on this machine, whatever the files."""
+
+
 def _pil_into(path, out: np.ndarray, row: int, resize: int, crop: int, bad: Callable) -> None:
     try:
         out[row] = _pil_one(path, resize, crop)
@@ -227,6 +234,37 @@ def _dali_pipeline(source, *, device: str, resize: int, crop: int, batch_size: i
     p = pipe()
     p.build()
     return p
+
+
+def _probe_gpu_decoder(device_id: int = 0) -> None:
+    """Decode one small in-memory JPEG with the GPU pipeline; raises what DALI raises.
+
+    A DALI error on a real batch is taken for a bad file (the batch is redone with PIL), so a
+    GPU decoder that cannot run at all (driver too old for DALI's CUDA, nvJPEG missing) must be
+    caught here, on an image known to be good, before any file is decoded.
+    """
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(buf, "JPEG")
+    data = np.frombuffer(buf.getvalue(), dtype=np.uint8)
+    pipe = _dali_pipeline(lambda: [data], device="gpu", resize=32, crop=32, batch_size=1, num_threads=1,
+                          device_id=device_id, prefetch=1, resampler="torch")
+    (out,) = pipe.run()
+    np.asarray(out.as_cpu()[0])
+    del pipe
+
+
+def _check_gpu_decoder(device_id: int = 0) -> None:
+    """Raise GpuDecoderError naming the cause where DALI's mixed decoder fails on a good JPEG."""
+    try:
+        _probe_gpu_decoder(device_id)
+    except HalsalError:
+        raise
+    except Exception as exc:  # DALI raises RuntimeError; anything else is as fatal here
+        raise GpuDecoderError(f"decode backend 'dali-gpu' cannot run: DALI's GPU (mixed) decoder failed on a "
+                              f"test image ({_dali_cause(exc)}); set data.decode_backend to 'auto' or "
+                              f"'dali-cpu'") from exc
 
 
 def _resize_crop(img, h, w, new_h, new_w, crop):
@@ -391,7 +429,7 @@ def _dali_cause(exc: Exception) -> str:
 def _check_sizes(resize: int, crop: int) -> None:
     if crop > resize:
         raise HalsalError(f"decode: crop {crop} is larger than resize {resize}; the crop must fit in the "
-                          f"resized image (set data.cache_size >= the crop size)")
+                          f"resized image (set data.resize >= the crop size)")
 
 
 def _run(backend: str, files: Sequence, resize: int, crop: int, on_error: str, progress: bool,
@@ -427,6 +465,8 @@ def _run(backend: str, files: Sequence, resize: int, crop: int, on_error: str, p
             if gpu and (reason := _gpu_reason()):
                 raise HalsalError(f"decode backend 'dali-gpu' cannot run: {reason}; "
                                   f"use 'auto' or 'dali-cpu' where there is no GPU")
+            if gpu:
+                _check_gpu_decoder(kw.get("device_id", 0))
             _dali_into(files, rows, out, resize, crop, bad, bar.update, device="gpu" if gpu else "cpu",
                        batch_size=kw.get("batch_size", 64), num_threads=kw.get("num_threads"),
                        device_id=kw.get("device_id", 0) if gpu else None, resampler=kw.get("resampler", "torch"))
@@ -451,10 +491,24 @@ def decode_images(files: Sequence, resize: int = 256, crop: int = 227, backend: 
     ``on_error='raise'``: the first bad file (truncated/corrupt, zero-byte, not an image) raises
     HalsalError naming it. ``'skip'``: its row stays zero and status/reasons say why.
     ``kw`` (batch_size, num_threads, device_id, resampler='torch'|'dali') go to the DALI paths.
+
+    ``backend='auto'`` picks the GPU decoder where DALI sees a GPU; if that decoder then fails
+    (see :func:`_check_gpu_decoder`), it warns with the cause and decodes with DALI on the CPU.
     """
     if on_error not in ("raise", "skip"):
         raise HalsalError(f"data.on_bad_image must be 'raise' or 'skip', not {on_error!r}")
-    return _run(resolve_backend(backend), files, resize, crop, on_error, progress, **kw)
+    chosen = resolve_backend(backend)
+    try:
+        return _run(chosen, files, resize, crop, on_error, progress, **kw)
+    except GpuDecoderError as exc:
+        if backend != "auto":
+            raise
+        cause = _dali_cause(exc.__cause__) if exc.__cause__ is not None else str(exc)
+        warnings.warn(f"data.decode_backend 'auto': DALI's GPU (mixed) decoder does not work here ({cause}); "
+                      f"decoding with DALI on the CPU instead (set data.decode_backend: dali-cpu to skip the "
+                      f"GPU attempt)", RuntimeWarning, stacklevel=2)
+        kw.pop("device_id", None)
+        return _run("dali-cpu", files, resize, crop, on_error, progress, **kw)
 
 
 def decode_pil(files: Sequence, resize: int = 256, crop: int = 227) -> np.ndarray:

@@ -26,13 +26,13 @@ def make_split(index: pd.DataFrame, seed: int, *, val_per_class: int = 5, test_p
     a list of human-readable notes about dropped classes.
     """
     need = max_k + val_per_class + test_per_class
-    frame = index.reset_index(drop=True).reset_index().rename(columns={"index": "row"})
-    ok = (pd.Series(True, index=frame.index) if usable is None
-          else pd.Series(usable).reset_index(drop=True).reindex(frame.index, fill_value=False).astype(bool))
+    ok = (pd.Series(True, index=index.index) if usable is None
+          else pd.Series(usable).reindex(index.index, fill_value=False).astype(bool)).to_numpy()
+    frame = index.reset_index().rename(columns={"index": "row"})  # row: the index's own row labels
     rows, notes = [], []
     for label, whole in frame.groupby("label", sort=True):
         name = whole["class_name"].iloc[0]
-        group = whole[ok.loc[whole.index]]
+        group = whole[ok[whole.index]]
         bad = len(whole) - len(group)
         if len(group) < need:
             have = f"{len(group)} usable images ({bad} did not decode)" if bad else f"{len(group)} images"

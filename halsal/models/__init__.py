@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
+from halsal import spec
 from halsal.models.alexnet import FUSION_POINTS as ALEXNET_FUSION_POINTS
 from halsal.models.alexnet import HalSalAlexNet
-from halsal.models.resnet import DEFAULT_FUSION as RESNET_DEFAULT_FUSION
 from halsal.models.resnet import FUSION_POINTS as RESNET_FUSION_POINTS
 from halsal.models.resnet import HalSalResNet
 from halsal.models.saliency import SaliencyBranch, modulate
@@ -25,10 +25,10 @@ class SMICResNet(MapInput, HalSalResNet):
 
 ARCHS = {"alexnet": HalSalAlexNet, "resnet152": HalSalResNet}
 SMIC_ARCHS = {"alexnet": SMICAlexNet, "resnet152": SMICResNet}
-# Fusion points per architecture and the paper's choice (AlexNet: before pool2, Sec. 4.2;
-# ResNet-152: footnote 2, "after the fourth residual block", see halsal/models/resnet.py).
+# Fusion points per architecture -> where each network splits (the names and the paper's
+# choices are halsal.spec's: AlexNet before pool2, Sec. 4.2; ResNet-152 footnote 2).
 FUSION_POINTS = {"alexnet": ALEXNET_FUSION_POINTS, "resnet152": RESNET_FUSION_POINTS}
-DEFAULT_FUSION = {"alexnet": "pool2", "resnet152": RESNET_DEFAULT_FUSION}
+DEFAULT_FUSION = spec.DEFAULT_FUSION
 # ImageNet normalisation (torchvision's weights' transforms) applied to every input.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -88,22 +88,19 @@ def init_from_scratch(model) -> None:
 
 
 def parse_variant(variant: str) -> dict:
-    """'d4-pool2-eq2' -> {'saliency_depth': 4, 'fusion': 'pool2', 'modulation': 'eq2'}."""
-    try:
-        depth, fusion, modulation = variant.split("-")
-        return {"saliency_depth": int(depth[1:]), "fusion": fusion, "modulation": modulation}
-    except ValueError as exc:
-        raise ValueError(f"variant {variant!r} is not of the form d<depth>-<fusion>-<eq1|eq2>") from exc
+    """'d4-pool2-eq2' -> {'saliency_depth': 4, 'fusion': 'pool2', 'modulation': 'eq2'} (the
+    constructor's keywords; the grammar is :func:`halsal.spec.parse_variant`)."""
+    v = spec.parse_variant(variant)
+    return {"saliency_depth": v["depth"], "fusion": v["fusion"], "modulation": v["modulation"]}
 
 
 def check_variant(arch: str, variant: str) -> dict:
     """``parse_variant`` plus a check that the fusion point exists in ``arch``."""
     opts = parse_variant(variant)
-    if arch in FUSION_POINTS and opts["fusion"] not in FUSION_POINTS[arch]:
-        raise ValueError(f"variant {variant!r}: {opts['fusion']!r} is not a fusion point of {arch} "
-                         f"(e.g. {', '.join(list(FUSION_POINTS[arch])[:6])}, ...)")
-    if not 1 <= opts["saliency_depth"] <= 5 or opts["modulation"] not in ("eq1", "eq2"):
-        raise ValueError(f"variant {variant!r}: depth must be 1..5 and modulation eq1 or eq2")
+    try:
+        spec.check_fusion(arch, opts["fusion"])
+    except ValueError as exc:
+        raise ValueError(f"variant {variant!r}: {exc}") from None
     return opts
 
 

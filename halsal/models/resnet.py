@@ -20,16 +20,17 @@ import torch
 from torch import nn
 from torchvision.models import resnet152 as tv_resnet152
 
+from halsal import spec
 from halsal.models.saliency import SaliencyBranch, TwoBranchForward
 
 # torchvision resnet152: Bottleneck blocks per stage (He et al. 2016, Table 1: 3, 8, 36, 3).
-STAGE_BLOCKS = (3, 8, 36, 3)
+STAGE_BLOCKS = spec.RESNET_STAGE_BLOCKS
 # Footnote 2 of the paper: "after the fourth residual block". Read as the fourth bottleneck
 # block (He et al. call each of them a residual block; the stages are conv2_x .. conv5_x),
 # i.e. the first block of torchvision's layer2: its 28 x 28 output (224 input) is at the
 # scale of AlexNet's chosen fusion before pool2 (27 x 27). The other readings are config
 # values: `layer4` (the fourth stage) and `layer3` (the fourth unit counting the stem).
-DEFAULT_FUSION = "layer2.0"
+DEFAULT_FUSION = spec.DEFAULT_FUSION["resnet152"]
 
 
 def _unit_names() -> list[str]:

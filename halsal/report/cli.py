@@ -36,7 +36,8 @@ def cmd_tables(args) -> None:
 
     runs = read_runs(args.runs)
     out = write_tables(runs, args.outdir, parse_variant_arg(args.variant), configured_archs=args.archs, datasets=args.datasets,
-                       methods=args.methods, ks=args.ks, synthetic_datasets=args.synthetic_datasets)
+                       methods=args.methods, ks=args.ks, synthetic_datasets=args.synthetic_datasets,
+                       dataset_kinds=dict(v.partition("=")[::2] for v in args.dataset_kinds))
     dead = int((out["health"].n_dead > 0).sum()) if len(out["health"]) else 0
     print(f"tables: {len(out['cells'])} cells, {len(out['differences'])} paired differences, "
           f"{len(out['health'])} saliency-health rows ({dead} with a dead map) -> {args.outdir}")
@@ -85,6 +86,8 @@ def register(subparsers) -> None:
     p.add_argument("--methods", nargs="*", default=[], help="configured methods (others say 'not run')")
     p.add_argument("--ks", nargs="*", default=[], help="configured k values")
     p.add_argument("--synthetic-datasets", nargs="*", default=[], help="datasets to label as synthetic")
+    p.add_argument("--dataset-kinds", nargs="*", default=[],
+                   help="name=kind per dataset (config `kind`): only flowers102/cub200/cars196 are compared with the paper")
     p.set_defaults(func=cmd_tables)
 
     p = subparsers.add_parser("plots", help="accuracy/improvement vs k, Figures 2-3, learning curves (PNG)")
@@ -100,6 +103,10 @@ def register(subparsers) -> None:
     p.add_argument("--datasets", nargs="*", default=[])
     p.add_argument("--arch", help="architecture whose runs are shown (default: the first)")
     p.set_defaults(func=cmd_qualitative)
+
+    from halsal.report.data_section import register as register_data
+
+    register_data(subparsers)  # data-report: the report's Data section
 
 
 def main(argv=None) -> int:

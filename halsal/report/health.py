@@ -105,7 +105,7 @@ def dead_warnings(runs: pd.DataFrame, variant: str | dict | None = None, arch: s
         out.append({"arch": a, "dataset": dataset, "method": method, "label": labels.get(method, method),
                     "variant": var, "modulation": modulation, "n_dead": int(g.n_dead.sum()),
                     "n": int(all_rows.n_stats.sum()),
-                    "per_k": [(str(r.k), int(r.n_dead), int(r.n_runs), r.dead_seeds) for r in g.itertuples()]})
+                    "per_k": [(str(r.k), int(r.n_dead), int(r.n_stats), r.dead_seeds) for r in g.itertuples()]})
     return out
 
 

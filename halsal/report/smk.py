@@ -15,6 +15,7 @@ def report_targets(report_dir: str = REPORT_DIR) -> list[str]:
         f"{report_dir}/table_resnet152.html",
         f"{report_dir}/differences.html",
         f"{report_dir}/saliency_health.html",
+        f"{report_dir}/data.html",
         f"{report_dir}/plots/accuracy",
         f"{report_dir}/plots/figure2_depth.png",
         f"{report_dir}/plots/figure3_fusion.png",

@@ -21,7 +21,8 @@ from halsal.io import write_text, write_tsv
 from halsal.report.aggregate import variant_of, SYNTHETIC_NOTE, sort_ks
 from halsal.report.health import dead_warnings, warning_html, write_health
 from halsal.report.paper import (ARCH_LABELS, METHOD_LABELS, METHOD_ORDER, SMIC_NOTE, SMIC_SPECTRAL_LABEL,
-                                 SMIC_SPECTRAL_NOTE, method_labels, paper_dataset, paper_value, smic_maps_kind)
+                                 SMIC_SPECTRAL_NOTE, comparability, method_labels, paper_dataset, paper_value,
+                                 smic_maps_kind)
 
 MISSING, NOT_RUN = "missing", "not run"
 CELL_COLUMNS = ["arch", "dataset", "paper_dataset", "comparison", "synthetic", "method", "label", "k", "status",
@@ -30,24 +31,38 @@ SMIC_SPECTRAL_COMPARISON = ("not comparable: SMIC fed with spectral-residual map
                             "saliency method; the paper's SMIC value is shown for reference")
 
 
-def _comparison(dataset: str, synthetic: bool) -> str:
-    pdata, by_name = paper_dataset(dataset)
+def _comparison(dataset: str, synthetic: bool, kind: str | None = None, num_classes=None, ks=()) -> str:
+    """"comparable", or why not: only the paper dataset fetched in full (config `kind`, not the
+    name), with its class count and k values of the paper, is compared (see paper.comparability)."""
+    pdata, _ = paper_dataset(dataset, kind)
     if synthetic:
         return f"not comparable ({SYNTHETIC_NOTE}); paper {pdata} shown for reference"
-    if not by_name:
-        return f"reference only: {dataset} is not a paper dataset; paper {pdata} shown"
+    why = comparability(dataset, kind, num_classes, ks)
+    if why:
+        return f"reference only: {why}; paper {pdata} shown for reference, no difference"
     return "comparable"
 
 
+def _num_classes(runs: pd.DataFrame, dataset: str):
+    """The class count the runs of a dataset trained on (after dropped classes), None when unknown."""
+    if not len(runs) or "num_classes" not in runs:
+        return None
+    n = pd.to_numeric(runs[runs.dataset == dataset].num_classes, errors="coerce").dropna()
+    return int(n.min()) if len(n) else None  # the smallest: a run with fewer classes is not the paper's
+
+
 def accuracy_cells(runs: pd.DataFrame, arch: str, variant: str, datasets=(), methods=(), ks=(),
-                   synthetic_datasets=(), arch_configured: bool = True) -> pd.DataFrame:
+                   synthetic_datasets=(), arch_configured: bool = True, dataset_kinds=None) -> pd.DataFrame:
     """Long table, one row per (dataset, method, k or AVG) of the expected grid plus whatever ran.
 
     ``datasets``/``methods``/``ks`` are the configured grid: a configured cell without runs is
     "missing"; a method outside the configuration is "not run" (all of the paper's methods get
     a row, so SMIC is listed even where it was not run). SMIC runs whose maps are spectral
     residual are labelled "SMIC (spectral-residual maps)" and never compared with the paper's SMIC.
+    ``dataset_kinds`` ({dataset: config kind}) decides which datasets are the paper's (without
+    it none is): the others show the paper's row for reference, with no difference.
     """
+    kinds = dict(dataset_kinds or {})
     sel = runs[(runs.arch == arch) & (runs.variant == variant_of(variant, arch))] if len(runs) else runs
     datasets = list(dict.fromkeys([*datasets, *sorted(set(sel.dataset) - set(datasets))]))
     ks = sort_ks([*ks, *sel.k])
@@ -58,35 +73,37 @@ def accuracy_cells(runs: pd.DataFrame, arch: str, variant: str, datasets=(), met
     smic_spectral = smic_maps_kind(sel) == "spectral_residual"
     rows = []
     for dataset in datasets:
-        comparison = _comparison(dataset, dataset in syn)
+        kind = kinds.get(dataset)
+        comparison = _comparison(dataset, dataset in syn, kind, _num_classes(sel, dataset), ks)
         for method in METHOD_ORDER:
             cell_runs = sel[(sel.dataset == dataset) & (sel.method == method)]
             own = SMIC_SPECTRAL_COMPARISON if method == "smic" and smic_spectral else comparison
-            base = {"arch": arch, "dataset": dataset, "paper_dataset": paper_dataset(dataset)[0],
+            compared = own == "comparable"  # otherwise the paper's value is for reference: no difference
+            base = {"arch": arch, "dataset": dataset, "paper_dataset": paper_dataset(dataset, kind)[0],
                     "comparison": own, "synthetic": dataset in syn, "method": method, "label": labels[method]}
             per_k = []
             for k in ks:
                 acc = cell_runs[cell_runs.k == k].groupby("seed").test_acc.mean() * 100
                 n = len(acc)
                 status = "ok" if n else (MISSING if method in configured and arch_configured else NOT_RUN)
-                paper = paper_value(arch, dataset, method, k)
+                paper = paper_value(arch, dataset, method, k, kind)
                 mean = float(acc.mean()) if n else math.nan
                 per_k.append((k, acc))
                 rows.append({**base, "k": k, "status": status, "n": n, "mean": mean,
                              "std": float(acc.std(ddof=1)) if n > 1 else math.nan,
-                             "paper": paper, "diff": mean - paper})
+                             "paper": paper, "diff": mean - paper if compared else math.nan})
             # AVG over the k columns shown: per seed, for seeds that have every k.
             by_seed = pd.concat({k: a for k, a in per_k}, axis=1) if per_k else pd.DataFrame()
             complete = all(len(a) for _, a in per_k) and len(per_k) > 0
             seed_avg = by_seed.dropna().mean(axis=1) if complete else pd.Series(dtype=float)
-            paper_k = [paper_value(arch, dataset, method, k) for k in ks]
+            paper_k = [paper_value(arch, dataset, method, k, kind) for k in ks]
             paper_avg = float(np.mean(paper_k)) if paper_k and not any(math.isnan(p) for p in paper_k) else math.nan
             mean = float(np.mean([a.mean() for _, a in per_k])) if complete else math.nan
             k_status = {r["status"] for r in rows[-len(ks):]}
             status = "ok" if complete else (MISSING if k_status & {"ok", MISSING} else NOT_RUN)
             rows.append({**base, "k": "AVG", "status": status, "n": len(seed_avg), "mean": mean,
                          "std": float(seed_avg.std(ddof=1)) if len(seed_avg) > 1 else math.nan,
-                         "paper": paper_avg, "diff": mean - paper_avg})
+                         "paper": paper_avg, "diff": mean - paper_avg if compared else math.nan})
     return pd.DataFrame(rows, columns=CELL_COLUMNS)
 
 
@@ -240,7 +257,7 @@ def differences_html(diffs: pd.DataFrame, synthetic: bool, not_run_note: str | N
 
 
 def write_tables(runs: pd.DataFrame, outdir, variant: str, archs=("alexnet", "resnet152"), configured_archs=(),
-                 datasets=(), methods=(), ks=(), synthetic_datasets=()) -> dict:
+                 datasets=(), methods=(), ks=(), synthetic_datasets=(), dataset_kinds=None) -> dict:
     """table_{arch}.tsv/.html for every arch (a not-run note for unconfigured ones),
     differences.tsv/.html, saliency_health.tsv/.html and accuracy cells for all archs;
     returns {name: DataFrame}. A dead saliency map in any run of an arch's main variant puts a
@@ -252,7 +269,7 @@ def write_tables(runs: pd.DataFrame, outdir, variant: str, archs=("alexnet", "re
     all_cells = []
     for arch in archs:
         cells = accuracy_cells(runs, arch, variant, datasets, methods, ks, synthetic_datasets,
-                               arch_configured=arch in configured_archs)
+                               arch_configured=arch in configured_archs, dataset_kinds=dataset_kinds)
         ran = bool(len(runs)) and arch in set(runs.arch)
         note = None
         if not ran and arch in configured_archs:

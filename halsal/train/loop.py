@@ -147,6 +147,33 @@ def accuracy(model: nn.Module, data: DeviceImages) -> float:
     return (predict(model, data) == data.labels.cpu()).float().mean().item()
 
 
+def train_epoch(model: nn.Module, train: DeviceImages, optimizer: torch.optim.Optimizer, loss_fn, cfg: OptimConfig,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One epoch of training steps: ``(loss sum, correct predictions, images)``.
+
+    The sums stay on the device, so no step waits for the GPU (``loss.item()`` per batch did);
+    the caller reads them once. The float64 loss sum equals, bit for bit, the Python-float sum
+    of ``loss.item() * len(y)`` it replaces.
+    """
+    device = train.device
+    total = 0
+    loss_sum = torch.zeros((), dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    for x, y in train.train_batches(cfg.batch_size, generator):
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, cfg.precision):
+            logits = model(x)
+            loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach().to(loss_sum.dtype) * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        total += len(y)
+    return loss_sum, correct, total
+
+
 def fit(model: nn.Module, train: DeviceImages, val: DeviceImages, cfg: OptimConfig, *, seed: int,
         checkpoint: str | Path | None = None, desc: str = "train", fingerprint: dict | None = None,
         train_mode=None) -> FitResult:
@@ -183,25 +210,9 @@ def fit(model: nn.Module, train: DeviceImages, val: DeviceImages, cfg: OptimConf
         t0 = time.perf_counter()
         gen = seed_everything(seed, epoch)
         (train_mode or nn.Module.train)(model)
-        # Sums on the device, read once per epoch; float64 keeps the loss sum equal to the
-        # Python-float sum of loss.item() * len(y) that it replaces.
-        total = 0
-        loss_sum = torch.zeros((), dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        for x, y in train.train_batches(cfg.batch_size, gen):
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, cfg.precision):
-                logits = model(x)
-                loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach().to(loss_sum.dtype) * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            total += len(y)
+        loss_sum, correct, total = train_epoch(model, train, optimizer, loss_fn, cfg, gen)
         val_acc, val_sal, _, _ = evaluate(model, val)
-        loss_sum, correct = loss_sum.item(), int(correct.item())
+        loss_sum, correct = loss_sum.item(), int(correct.item())  # the epoch's one host sync
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(total, 1), "train_acc": correct / max(total, 1),
                "val_acc": val_acc, "seconds": round(time.perf_counter() - t0, 3)}
         if val_sal is not None:  # the epoch where a map dies shows in history.tsv

@@ -5,7 +5,8 @@
 - Step 1, :func:`pretrain_saliency`: the saliency branch (Xavier init) trained on the source
   set by classification alone, with the RGB and joint branches frozen.
 - Step 2, :func:`finetune`: one method, k and seed on a fine-grained dataset, fc8 re-initialised
-  (Xavier), the epoch selected on validation accuracy.
+  (Xavier), the epoch selected on validation accuracy; :func:`finetune_batch` trains several
+  runs in one process from inputs loaded once (:func:`load_finetune_inputs`).
 - :func:`smic_maps`: the explicit saliency maps of a dataset for the SMIC row.
 
 Batch norm (ResNet-152): layers whose parameters are frozen stay in eval mode (Step 1: the
@@ -14,9 +15,12 @@ whole backbone), everything trained is in train mode (Step 0 from scratch, Step 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -192,33 +196,107 @@ def _variant(arch: str, variant: str) -> dict:
         raise HalsalError(f"{exc}; set model.fusion (or the ablation fusions) to a fusion point of {arch}") from exc
 
 
-def finetune(*, arch: str, method: str, variant: str, k, seed: int, dataset: str, prepared, split_tsv,
-             backbone_pt, saliency_pt=None, maps=None, out_dir, cfg: OptimConfig, input_size: int,
-             device=torch.device("cpu"), augment: dict | None = None, synthetic: bool = False,
-             threads: int | None = None) -> dict:
-    """Step 2: one fine-tuning run. Writes metrics.json last, so its presence means done.
+# Step 2. One fine-tuning *job* trains a batch of runs (GitHub issue 11): the inputs every run
+# shares (image cache, SMIC maps, backbone, Step-1 weights) are loaded once by
+# load_finetune_inputs(), then finetune_batch() trains the runs one after another. Each run
+# leaves a completion record (complete.json) beside its outputs; a job that is run again (after
+# a kill, or because Snakemake deleted the outputs of a failed job) restores metrics.json of
+# every run whose record still matches instead of training it again.
 
-    ``maps`` (method ``smic``): the dataset's saliency maps file (``halsal smic-maps``).
-    """
-    _num_threads(threads)
+RECORD = "complete.json"  # the completion record of a run: fingerprint, file hashes, metrics
+RUN_FILES = ("saliency.npz", "predictions.tsv", "history.tsv")  # written before the record
+
+
+@dataclass
+class FinetuneInputs:
+    """What every run of one fine-tuning job shares, loaded once."""
+
+    arch: str
+    method: str
+    variant: str
+    dataset: str
+    prepared: Path
+    cache: np.ndarray  # images.npy of ``prepared`` (memory-mapped)
+    maps: np.ndarray | None  # SMIC maps aligned with the cache (method smic)
+    maps_source: str | None
+    backbone: dict  # torchvision-keyed state dict (Step 0)
+    saliency: dict | None  # Step-1 saliency branch (approach_a/b)
+    weights: str | None  # where the backbone came from (backbone.json: imagenet | scratch | path)
+    cfg: OptimConfig
+    input_size: int
+    device: torch.device
+    augment: dict
+    synthetic: bool
+    stamps: dict  # size and mtime of the shared input files, part of each run's fingerprint
+
+
+@dataclass
+class FinetuneRun:
+    """One run of a fine-tuning job: k, seed, its split file and its output directory."""
+
+    k: str
+    seed: int
+    split_tsv: Path
+    out_dir: Path
+
+
+def _stamp(path) -> list | None:
+    """Identity of an input file for run fingerprints: size and modification time (a file that
+    its rule wrote again, e.g. new Step-1 weights, no longer matches)."""
+    if path is None:
+        return None
+    st = Path(path).stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """sha256 over halsal's data, model and training code: a changed training code retrains
+    instead of restoring (Snakemake does not see changes inside the package)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted(p for sub in ("data", "models", "train") for p in (root / sub).glob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _backbone_weights(backbone_pt) -> str | None:
+    """model.weights of the backbone (imagenet | scratch | a path), from backbone.json beside it."""
+    try:
+        return json.loads(Path(backbone_pt).with_suffix(".json").read_text())["weights"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def load_finetune_inputs(*, arch: str, method: str, variant: str, dataset: str, prepared, backbone_pt,
+                         saliency_pt=None, maps=None, cfg: OptimConfig, input_size: int,
+                         device=torch.device("cpu"), augment: dict | None = None,
+                         synthetic: bool = False) -> FinetuneInputs:
+    """Check and load the inputs that every run of a fine-tuning job shares."""
     if method not in METHODS:
         raise HalsalError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    aug = augment or {}
-    kind, from_step1, freeze = METHODS[method]
-    map_cache = None
+    kind, from_step1, _ = METHODS[method]
+    _variant(arch, variant)
+    prepared = Path(prepared)
+    images_path = prepared / "images.npy"
+    if not images_path.is_file():
+        raise HalsalError(f"{images_path} is missing: run the prepare rule for this dataset first")
+    cache = np.load(images_path, mmap_mode="r", allow_pickle=False)
+    map_cache = maps_source = None
     if kind == "external":
         if maps is None:
             raise HalsalError("method smic needs the dataset's saliency maps (the smic_maps rule's maps.npy)")
-        images = np.load(Path(prepared) / "images.npy", mmap_mode="r", allow_pickle=False)
-        map_cache = load_maps(maps, images.shape[0], images.shape[1])
-    data = load_split(prepared, split_tsv, k, device, input_size, aug.get("random_crop", True), aug.get("flip", True),
-                      maps=map_cache)
-    seed_everything(seed)  # the Xavier init of fc8 (and of a scratch saliency branch) depends on the seed
-    state = torch_load(backbone_pt)
-    model = build_model(arch, len(data.class_names), saliency=kind, **_variant(arch, variant), **_shape_opts(arch, state)).to(device)
-    load_backbone(model, state, skip_top=True)
+        map_cache = load_maps(maps, cache.shape[0], cache.shape[1])
+        maps_source = _maps_source(maps)
+    sal = None
     if from_step1:
         if saliency_pt is None:
             raise HalsalError(f"method {method} needs the Step-1 saliency weights (pretrain_saliency output)")
@@ -226,7 +304,70 @@ def finetune(*, arch: str, method: str, variant: str, k, seed: int, dataset: str
         if not all(torch.isfinite(v).all() for v in sal.values()):
             raise HalsalError(f"the Step-1 saliency weights {saliency_pt} hold NaN/inf (Step 1 diverged): "
                               "lower train.pretrain.lr, delete the file and re-run")
-        model.load_state_dict(sal, strict=False)
+    aug = {"random_crop": True, "flip": True, **(augment or {})}  # explicit: part of the fingerprint
+    manifest = prepared / "manifest.tsv"
+    stamps = {"images": _stamp(images_path), "manifest": _stamp(manifest) if manifest.is_file() else None,
+              "backbone": _stamp(backbone_pt), "saliency": _stamp(saliency_pt) if from_step1 else None,
+              "maps": _stamp(maps) if kind == "external" else None}
+    return FinetuneInputs(arch=arch, method=method, variant=variant, dataset=dataset, prepared=prepared, cache=cache,
+                          maps=map_cache, maps_source=maps_source, backbone=torch_load(backbone_pt), saliency=sal,
+                          weights=_backbone_weights(backbone_pt), cfg=cfg, input_size=input_size, device=device,
+                          augment=aug, synthetic=bool(synthetic), stamps=stamps)
+
+
+def run_fingerprint(inputs: FinetuneInputs, run: FinetuneRun) -> str:
+    """What a run's result depends on: its settings, the identity of its input files and
+    halsal's training code (not the device, threads or checkpoint interval)."""
+    optim = {k: v for k, v in inputs.cfg.__dict__.items() if k != "checkpoint_seconds"}
+    key = {"step": 2, "arch": inputs.arch, "method": inputs.method, "variant": inputs.variant,
+           "dataset": inputs.dataset, "k": str(run.k), "seed": int(run.seed), "input_size": inputs.input_size,
+           "augment": inputs.augment, "optim": optim, "synthetic": inputs.synthetic,
+           "inputs": {**inputs.stamps, "split": _stamp(run.split_tsv)}, "code": _code_digest()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def restore_run(inputs: FinetuneInputs, run: FinetuneRun) -> dict | None:
+    """The metrics of a run that an earlier job finished, written back to metrics.json; None
+    when the run has to be trained (no record, other settings or inputs, a file changed)."""
+    out_dir = Path(run.out_dir)
+    try:
+        record = json.loads((out_dir / RECORD).read_text())
+        if record["fingerprint"] != run_fingerprint(inputs, run):
+            return None
+        if any(_sha256(out_dir / name) != digest for name, digest in record["files"].items()):
+            return None
+        metrics = record["metrics"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    path = out_dir / "metrics.json"
+    try:
+        same = json.loads(path.read_text()) == metrics
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        write_json(path, metrics)
+    (out_dir / "checkpoint.pt").unlink(missing_ok=True)
+    return metrics
+
+
+def finetune_run(inputs: FinetuneInputs, run: FinetuneRun) -> dict:
+    """Step 2: one fine-tuning run from already loaded inputs. Writes saliency.npz,
+    predictions.tsv, history.tsv, then the completion record, and metrics.json last (each
+    atomically), so the presence of metrics.json means done."""
+    t0 = time.perf_counter()
+    arch, method, variant, k, seed = inputs.arch, inputs.method, inputs.variant, run.k, int(run.seed)
+    cfg, device, aug, input_size = inputs.cfg, inputs.device, inputs.augment, inputs.input_size
+    out_dir = Path(run.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kind, _, freeze = METHODS[method]
+    data = load_split(inputs.prepared, run.split_tsv, k, device, input_size, aug.get("random_crop", True),
+                      aug.get("flip", True), maps=inputs.maps, cache=inputs.cache)
+    seed_everything(seed)  # the Xavier init of fc8 (and of a scratch saliency branch) depends on the seed
+    state = inputs.backbone
+    model = build_model(arch, len(data.class_names), saliency=kind, **_variant(arch, variant), **_shape_opts(arch, state)).to(device)
+    load_backbone(model, state, skip_top=True)
+    if inputs.saliency is not None:
+        model.load_state_dict(inputs.saliency, strict=False)
     if freeze:
         for p in model.saliency_branch.parameters():
             p.requires_grad_(False)  # Approach A (Fig. 1, middle)
@@ -234,7 +375,7 @@ def finetune(*, arch: str, method: str, variant: str, k, seed: int, dataset: str
     sal_before, before = (evaluate(model, data.test, data.boxes.get("test"))[1::2]) if has_map else (None, None)
     result = fit(model, data.train, data.val, cfg, seed=seed, checkpoint=out_dir / "checkpoint.pt", desc=f"{method} k={k} seed={seed}",
                  fingerprint={"step": 2, "arch": arch, "method": method, "variant": variant, "k": str(k),
-                              "dataset": dataset, "input": input_size, "augment": aug},
+                              "dataset": inputs.dataset, "input": input_size, "augment": aug},
                  train_mode=frozen_bn_eval)
     model.load_state_dict(result.best_state)
     _check_finite(result, f"Step 2 ({arch}, {method}, {variant}, k={k}, seed={seed})", "train.finetune.lr")
@@ -246,7 +387,7 @@ def finetune(*, arch: str, method: str, variant: str, k, seed: int, dataset: str
                  after=after.numpy().astype(np.float16), rows=data.test_rows["row"].to_numpy(np.int64),
                  boxes=np.full((len(data.test), 4), np.nan) if test_boxes is None else test_boxes)
         _warn_if_dead(sal_test, f"Step 2 ({arch}, {method}, {variant}, k={k}, seed={seed}) on the test images")
-    else:  # no map to show; an empty file keeps the rule's outputs the same for every method
+    else:  # no map to show; an empty file keeps the outputs the same for every method
         empty = np.zeros((0, 0, 0), dtype=np.float16)
         save_npz(out_dir / "saliency.npz", before=empty, after=empty, rows=np.zeros(0, dtype=np.int64),
                  boxes=np.zeros((0, 4)))
@@ -254,20 +395,57 @@ def finetune(*, arch: str, method: str, variant: str, k, seed: int, dataset: str
     write_tsv(out_dir / "predictions.tsv", data.test_rows.assign(pred=preds.numpy(), pred_name=[names[i] for i in preds.tolist()]))
     write_tsv(out_dir / "history.tsv", pd.DataFrame(result.history))
     metrics = {
-        "arch": arch, "dataset": dataset, "method": method, "variant": variant, "k": str(k), "seed": seed,
-        "num_classes": len(names), "synthetic": bool(synthetic), "input_size": input_size, "epochs": cfg.epochs,
+        "arch": arch, "dataset": inputs.dataset, "method": method, "variant": variant, "k": str(k), "seed": seed,
+        "num_classes": len(names), "synthetic": inputs.synthetic, "input_size": input_size, "epochs": cfg.epochs,
         "best_epoch": result.best_epoch, "val_acc": result.best_val_acc, "test_acc": test_acc,
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test), "skipped_images": data.skipped,
-        "config": {**cfg.__dict__, "augment": aug}, "wall_seconds": round(time.perf_counter() - t0, 2),
-        "device": str(device),
+        "config": {**cfg.__dict__, "augment": aug}, "weights": inputs.weights,
+        "wall_seconds": round(time.perf_counter() - t0, 2), "device": str(device),
     }
     if has_map:  # before fine-tuning (test images), and at the selected epoch (val, test)
         metrics["saliency"] = {"before": sal_before, "val": sal_val, "test": sal_test}
     if kind == "external":
-        metrics["saliency_maps"] = _maps_source(maps)
+        metrics["saliency_maps"] = inputs.maps_source
+    write_json(out_dir / RECORD, {"fingerprint": run_fingerprint(inputs, run),
+                                  "files": {name: _sha256(out_dir / name) for name in RUN_FILES}, "metrics": metrics})
     write_json(out_dir / "metrics.json", metrics)
     (out_dir / "checkpoint.pt").unlink(missing_ok=True)
     return metrics
+
+
+def finetune_batch(inputs: FinetuneInputs, runs, *, log=None) -> list[tuple[dict, bool]]:
+    """Step 2 for several runs that share ``inputs``, one after another: each run is restored
+    from its completion record when an earlier job finished it (same fingerprint, files intact),
+    trained otherwise. Returns ``(metrics, restored)`` per run. A failure stops the job; the runs
+    finished before it keep their outputs and records."""
+    out = []
+    for i, run in enumerate(runs, 1):
+        run = run if isinstance(run, FinetuneRun) else FinetuneRun(*run)
+        metrics = restore_run(inputs, run)
+        restored = metrics is not None
+        if log:
+            log(f"[{i}/{len(runs)}] {inputs.method} k={run.k} seed={run.seed} -> {run.out_dir}: "
+                + ("restored from its completion record (finished by an earlier job)" if restored else "training"))
+        if not restored:
+            metrics = finetune_run(inputs, run)
+        out.append((metrics, restored))
+    return out
+
+
+def finetune(*, arch: str, method: str, variant: str, k, seed: int, dataset: str, prepared, split_tsv,
+             backbone_pt, saliency_pt=None, maps=None, out_dir, cfg: OptimConfig, input_size: int,
+             device=torch.device("cpu"), augment: dict | None = None, synthetic: bool = False,
+             threads: int | None = None) -> dict:
+    """Step 2: one fine-tuning run (a job of one run; see finetune_batch). Writes metrics.json
+    last, so its presence means done.
+
+    ``maps`` (method ``smic``): the dataset's saliency maps file (``halsal smic-maps``).
+    """
+    _num_threads(threads)
+    inputs = load_finetune_inputs(arch=arch, method=method, variant=variant, dataset=dataset, prepared=prepared,
+                                  backbone_pt=backbone_pt, saliency_pt=saliency_pt, maps=maps, cfg=cfg,
+                                  input_size=input_size, device=device, augment=augment, synthetic=synthetic)
+    return finetune_batch(inputs, [FinetuneRun(str(k), int(seed), Path(split_tsv), Path(out_dir))])[0][0]
 
 
 def smic_maps(index_tsv, prepared, out, *, source: str = "spectral_residual", folder=None) -> dict:

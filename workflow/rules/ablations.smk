@@ -1,21 +1,11 @@
 # Ablations (Figures 2-3 of the paper, Eq. 1 vs Eq. 2): the `ablations:` config section turns
-# into extra {variant} wildcards of the finetune rule, one factor at a time around each arch's
-# main variant (model.saliency_depth / fusion / modulation). Step 1 runs once per variant.
-# No rules here: the finetune and pretrain_saliency rules build every grid point. The report
-# (report.smk, included after this file) picks the runs up through ablation_metrics_list().
-
-ABL = config.get("ablations") or {}
-ABLATION_FACTORS = {"depth": "depths", "fusion": "fusions", "modulation": "modulations"}
-
-
-def ablation_variants(arch, factor=None):
-    """The variants of one factor (depth, fusion, modulation), or of all three, for ``arch``."""
-    out = []
-    for f, key in ABLATION_FACTORS.items():
-        if factor in (None, f):
-            out += [variant_for(arch, **{f: value}) for value in ABL.get(key, [])]
-    return list(dict.fromkeys(out))
-
+# into extra {variant} wildcards, one factor at a time around each arch's main variant
+# (model.saliency_depth / fusion / modulation). Step 1 runs once per variant (pretrain_saliency).
+# The runs of the ablation-only variants come from finetune_ablation (train.smk), the finetune
+# rule with the ablations' ks and seeds as its job shape; the main variant's (Baseline-RGB
+# reference and the main point of each figure) are main-grid runs of the finetune rule.
+# ABL and ablation_variants() are in common.smk (the rules need them). The report (report.smk,
+# included after this file) picks the runs up through ablation_metrics_list().
 
 def ablation_metrics(factor=None):
     """metrics.json paths of the configured ablation runs (one factor, or all). Baseline-RGB

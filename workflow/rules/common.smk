@@ -87,6 +87,17 @@ def data_policy(name, key):
     return dataset_spec(name).get(key, DATA[key])
 
 
+def source_used():
+    """Whether a step trains on the source set: Step 0 (weights: scratch) or Step 1 (the
+    methods that start from it, in the main grid or the ablations)."""
+    abl = config.get("ablations") or {}
+    methods, archs = set(config["methods"]), set(config["archs"])
+    if any(abl.get(key) for key in ("depths", "fusions", "modulations")):
+        methods |= set(abl.get("methods", ["approach_b"]))
+        archs |= set(abl.get("archs", ["alexnet"]))
+    return bool(methods & FROM_STEP1) or any(weights_for(a) == "scratch" for a in archs)
+
+
 def dataset_root(name):
     """Where a folder dataset's images/<class>/<file> tree lives (`source`, else `root`)."""
     spec = dataset_spec(name)
@@ -239,3 +250,109 @@ def table_metrics(arch):
         return finetune_metrics(archs=[arch])
 
     return metrics
+
+
+# Ablations (ablations.smk): the variants of each factor, one at a time around the main variant.
+ABL = config.get("ablations") or {}
+ABLATION_FACTORS = {"depth": "depths", "fusion": "fusions", "modulation": "modulations"}
+
+
+def ablation_variants(arch, factor=None):
+    """The variants of one factor (depth, fusion, modulation), or of all three, for ``arch``."""
+    out = []
+    for f, key in ABLATION_FACTORS.items():
+        if factor in (None, f):
+            out += [variant_for(arch, **{f: value}) for value in ABL.get(key, [])]
+    return list(dict.fromkeys(out))
+
+
+# Variants that only the ablations use: their runs come from the finetune_ablation rule.
+ABLATION_ONLY_VARIANTS = sorted(
+    {v for arch in ABL.get("archs", ["alexnet"]) for v in ablation_variants(arch)} - set(VARIANTS.values())
+)
+
+
+# Fine-tuning jobs (GitHub issue 11): one `finetune` job trains a batch of runs in one
+# process (halsal.train.steps.finetune_batch), so torch, the image cache, the backbone and the
+# Step-1 weights are loaded once per job, not once per run. train.finetune_batch sets the batch:
+#   all   every k and seed of one (arch, dataset, method, variant)  (paper: 39 jobs, 1008 runs)
+#   seed  every k of one (arch, dataset, method, variant, seed)
+#   run   one run per job
+# Only each run's metrics.json is declared: a job that fails or is killed loses no finished
+# run, because every run also leaves a completion record (complete.json) from which the job,
+# run again, restores metrics.json instead of training again (halsal.train.steps.restore_run).
+FINETUNE_BATCH = config["train"]["finetune_batch"]
+
+
+def finetune_grid(ablation=False):
+    """ks and seeds of the fine-tuning jobs of the main variants, or (ablation=True) of the
+    ablation-only variants. The main variants' jobs also cover the ablations' ks and seeds,
+    whose Baseline-RGB reference and main-variant points are main-variant runs."""
+    abl = config.get("ablations") or {}
+    ks = [str(k) for k in (abl.get("ks") or config["ks"])]
+    seeds = list(abl.get("seeds") or config["seeds"])
+    if not ablation:
+        ks = [str(k) for k in config["ks"]] + ks
+        seeds = list(config["seeds"]) + seeds
+    return list(dict.fromkeys(ks)), list(dict.fromkeys(seeds))
+
+
+def finetune_runs(ablation=False):
+    """(k, seed) of the runs of one fine-tuning job, literal values or {k}/{seed} wildcards."""
+    ks, seeds = finetune_grid(ablation)
+    if FINETUNE_BATCH == "run":
+        return [("{k}", "{seed}")]
+    if FINETUNE_BATCH == "seed":
+        return [(k, "{seed}") for k in ks]
+    return [(k, s) for s in seeds for k in ks]
+
+
+def finetune_outputs(runs):
+    """metrics.json of each run of a job (the only declared outputs, see above)."""
+    return [f"results/runs/{{arch}}/{{dataset}}/{{method}}/{{variant}}/k{k}/seed{s}/metrics.json" for k, s in runs]
+
+
+def finetune_input(runs):
+    """Inputs of a fine-tuning job; `split` lists each run's split file in the order of the
+    outputs (one seed's file repeats for its k), so len(input.split) counts the runs."""
+    return dict(
+        prepared="results/prepared/{dataset}/images.npy",
+        split=[f"results/splits/{{dataset}}/seed{s}.tsv" for _, s in runs],
+        backbone="results/models/{arch}/backbone.pt",
+        saliency=saliency_input,
+        maps=smic_maps_input,
+    )
+
+
+def finetune_job_path(root, ext):
+    """The log or benchmark file of a fine-tuning job (one per job, named by its wildcards)."""
+    name = {"run": "{variant}/k{k}/seed{seed}", "seed": "{variant}/seed{seed}", "all": "{variant}"}[FINETUNE_BATCH]
+    return f"{root}/finetune/{{arch}}/{{dataset}}/{{method}}/{name}.{ext}"
+
+
+# k and seed of a run, from its metrics.json path
+RUN_METRICS_RE = re.compile(r"(?<![^/])k([^/]+)/seed([0-9]+)/metrics\.json$")
+
+
+def _as_list(files):
+    return [files] if isinstance(files, str) else list(files)
+
+
+def finetune_run_args(wildcards, input, output):
+    """`--run K SEED SPLIT OUT_DIR` for each run of the job, from its outputs and split inputs."""
+    args = []
+    for metrics, split in zip(_as_list(output.metrics), _as_list(input.split), strict=True):
+        k, seed = RUN_METRICS_RE.search(metrics).groups()
+        args.append(f"--run {k} {seed} {split} {os.path.dirname(metrics)}")
+    return " ".join(args)
+
+
+def finetune_runs_label(wildcards, output):
+    """The runs of a job, for its message: k values and seeds."""
+    found = [RUN_METRICS_RE.search(m).groups() for m in _as_list(output.metrics)]
+    ks, seeds = dict.fromkeys(k for k, _ in found), dict.fromkeys(s for _, s in found)
+    return f"k={','.join(ks)}, seed {','.join(seeds)} ({len(found)} run{'s' if len(found) > 1 else ''} in one process)"
+
+
+def variants_regex(variants):
+    return "|".join(re.escape(v) for v in variants) if variants else "(?!x)x"

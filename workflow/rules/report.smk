@@ -106,6 +106,7 @@ rule report_tables:
         methods=config["methods"],
         ks=[str(k) for k in config["ks"]],
         synthetic=SYNTHETIC_DATASETS,
+        kinds=[f"{d}={spec['kind']}" for d, spec in config["datasets"].items()],
     log:
         f"{LOGS}/report/tables.log",
     benchmark:
@@ -121,7 +122,7 @@ rule report_tables:
     shell:
         "python -m halsal tables --runs {input.runs:q} --outdir {params.outdir:q} --variant {params.variant} "
         "--archs {params.archs} --datasets {params.datasets} --methods {params.methods} "
-        "--ks {params.ks} --synthetic-datasets {params.synthetic} > {log:q} 2>&1"
+        "--ks {params.ks} --synthetic-datasets {params.synthetic} --dataset-kinds {params.kinds} > {log:q} 2>&1"
 
 
 rule report_plots:
@@ -209,3 +210,52 @@ rule report_qualitative:
     shell:
         "python -m halsal qualitative --runs {input.runs:q} --outdir {output.grids:q} --variant {params.variant} "
         "--results-root results --datasets {params.datasets} --arch {params.arch} > {log:q} 2>&1"
+
+
+# The Data section: per dataset (and the source set, where a step uses it), the images
+# indexed and used, every file skipped because it did not decode, every class dropped for
+# too few images, and the hidden and non-image files the index left out.
+DATA_TARGETS = list(config["datasets"])
+DATA_ALL = list(dict.fromkeys(DATA_TARGETS + ([SOURCE] if source_used() else [])))
+DATA_SPLITS = [f"results/splits/{d}/seed{s}.tsv" for d in DATA_TARGETS for s in config["seeds"]]
+DATA_SPLITS += [f"results/splits/{SOURCE}/seed0.tsv"] if source_used() else []
+
+
+rule report_data:
+    input:
+        index=expand("results/datasets/{dataset}/index.tsv", dataset=DATA_ALL),
+        info=[f"results/datasets/{d}/index.json" for d in DATA_ALL if dataset_spec(d)["kind"] == "folder"],
+        manifest=expand("results/prepared/{dataset}/manifest.tsv", dataset=DATA_ALL),
+        splits=DATA_SPLITS,
+    output:
+        html=report(
+            f"{REPORT}/data.html",
+            caption=f"{CAPTIONS}/data.rst",
+            category="Data",
+            labels={"table": "Data: images used, skipped files, dropped classes, ignored files"},
+        ),
+        tsv=f"{REPORT}/data.tsv",
+        summary_tsv=f"{REPORT}/data_summary.tsv",
+    params:
+        summary=CONFIG_SUMMARY,
+        targets=DATA_TARGETS,
+        source=f"--source {SOURCE}" if source_used() else "",
+        seeds=config["seeds"],
+        kinds=[f"{d}={dataset_spec(d)['kind']}" for d in DATA_ALL],
+        policies=[f"{d}={data_policy(d, 'on_bad_image')},{data_policy(d, 'too_few_images')}" for d in DATA_ALL],
+    log:
+        f"{LOGS}/report/data.log",
+    benchmark:
+        f"{BENCH}/report/data.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    message:
+        "Data section: images used, skipped files, dropped classes and ignored files of {params.targets}"
+    shell:
+        "python -m halsal data-report --results-root results --targets {params.targets} {params.source} "
+        "--seeds {params.seeds} --kinds {params.kinds} --policies {params.policies} --html {output.html:q} "
+        "--tsv {output.tsv:q} --summary-tsv {output.summary_tsv:q} > {log:q} 2>&1"

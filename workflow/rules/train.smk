@@ -1,5 +1,6 @@
-# Stages 3-5: Step 0 (backbone), Step 1 (saliency pretraining), Step 2 (fine-tuning), and
-# the explicit saliency maps of the SMIC method.
+# Stages 3-5: Step 0 (backbone), Step 1 (saliency pretraining), Step 2 (fine-tuning, several
+# runs per job: see finetune_runs() in common.smk), and the explicit saliency maps of the SMIC
+# method.
 
 
 rule backbone:
@@ -91,40 +92,49 @@ rule smic_maps:
 
 rule finetune:
     input:
-        prepared="results/prepared/{dataset}/images.npy",
-        split="results/splits/{dataset}/seed{seed}.tsv",
-        backbone="results/models/{arch}/backbone.pt",
-        saliency=saliency_input,
-        maps=smic_maps_input,
+        **finetune_input(finetune_runs()),
     output:
-        metrics="results/runs/{arch}/{dataset}/{method}/{variant}/k{k}/seed{seed}/metrics.json",
-        history="results/runs/{arch}/{dataset}/{method}/{variant}/k{k}/seed{seed}/history.tsv",
-        predictions="results/runs/{arch}/{dataset}/{method}/{variant}/k{k}/seed{seed}/predictions.tsv",
-        saliency="results/runs/{arch}/{dataset}/{method}/{variant}/k{k}/seed{seed}/saliency.npz",
+        metrics=finetune_outputs(finetune_runs()),
     params:
+        prepared=lambda wc, input: os.path.dirname(input.prepared),
+        runs=finetune_run_args,
+        label=finetune_runs_label,
         saliency=lambda wc, input: f"--saliency {input.saliency}" if input.saliency else "",
         maps=lambda wc, input: f"--maps {input.maps}" if input.maps else "",
         synthetic=lambda wc: "--synthetic" if is_synthetic(wc.dataset) else "",
         optim=optim_args("finetune"),
     log:
-        f"{LOGS}/finetune/{{arch}}/{{dataset}}/{{method}}/{{variant}}/k{{k}}/seed{{seed}}.log",
+        finetune_job_path(LOGS, "log"),
     benchmark:
-        f"{BENCH}/finetune/{{arch}}/{{dataset}}/{{method}}/{{variant}}/k{{k}}/seed{{seed}}.tsv"
+        finetune_job_path(BENCH, "tsv")
     conda:
         "../../envs/train.yaml"
     group:
         "finetune"
+    wildcard_constraints:
+        variant=variants_regex(VARIANTS.values()),  # the ablation-only variants: finetune_ablation
     threads: 2
     resources:
         mem_mb=RES["mem_mb"],
         runtime=RES["runtime"],
         gpu=gpu_resources(),
     message:
-        "Step 2: {wildcards.method} on {wildcards.dataset} ({wildcards.arch}, {wildcards.variant}), k={wildcards.k}, seed {wildcards.seed}"
+        "Step 2: {wildcards.method} on {wildcards.dataset} ({wildcards.arch}, {wildcards.variant}), {params.label}"
     shell:
         "python -m halsal finetune --arch {wildcards.arch} --method {wildcards.method} --variant {wildcards.variant} "
-        "--k {wildcards.k} --seed {wildcards.seed} --dataset {wildcards.dataset} "
-        "--prepared results/prepared/{wildcards.dataset} --split {input.split} --backbone {input.backbone} "
-        "{params.saliency} {params.maps} {params.synthetic} --out-dir results/runs/{wildcards.arch}/{wildcards.dataset}/"
-        "{wildcards.method}/{wildcards.variant}/k{wildcards.k}/seed{wildcards.seed} {params.optim} "
+        "--dataset {wildcards.dataset} --prepared {params.prepared} --backbone {input.backbone} "
+        "{params.saliency} {params.maps} {params.synthetic} {params.runs} {params.optim} "
         "--threads {threads} > {log} 2>&1"
+
+
+# The ablation-only variants (Figures 2-3, Eq. 1 vs 2): the same jobs, shaped by the ablations'
+# ks and seeds (config/paper.yaml: 4 k x 3 seeds).
+if ABLATION_ONLY_VARIANTS:
+
+    use rule finetune as finetune_ablation with:
+        input:
+            **finetune_input(finetune_runs(ablation=True)),
+        output:
+            metrics=finetune_outputs(finetune_runs(ablation=True)),
+        wildcard_constraints:
+            variant=variants_regex(ABLATION_ONLY_VARIANTS),

@@ -1,0 +1,279 @@
+"""``make gpu-check``: everything that needs a CUDA GPU, in one command, as one markdown table.
+
+    python3 bench/gpu_check.py [--images DIR] [--n 1000] [--quick]
+
+Runs with whatever Python calls it (the Makefile passes ``python3``; no ``.venv`` is built):
+it needs torch and torchvision from the machine. What else the checks import (pytest, numpy,
+pandas, pillow, tqdm; DALI for the GPU decoder) is installed, where missing, from wheels in
+``.whl/`` (``pip install --no-index --find-links .whl --target .whl/site``; nothing is fetched
+from a package index). Then:
+
+1. the GPU tests, ``pytest -m gpu tests/test_decode.py tests/test_train.py``: DALI ``mixed``
+   decoding against the PIL reference, the GPU gather of training crops against the CPU
+   slices, and a short CUDA training run that has to learn (fp32, and bf16 + channels-last);
+2. ``bench/bench_decode.py`` (halsal's decode, with the ``dali-gpu`` row where DALI sees the
+   GPU) on ``../shared/data/flowers102/images`` if present, else on generated JPEGs;
+3. ``bench/bench_step.py`` at 227 px, batch 128: torchvision's AlexNet against HalSal's
+   configurations, fp32 and bf16, with the FLOP ratio; Approach B with cuDNN autotuning off
+   (as before issue 11); and whole epochs of the training loop before/after issue 11.
+
+It ends with one markdown table to paste into docs/benchmarks.md. Without a CUDA GPU it says
+so and exits 0; with one, it exits 1 if a GPU test fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WHEELS = REPO / ".whl"
+SITE = WHEELS / "site"
+# import name -> distribution name, for what the checks import beyond torch/torchvision
+NEEDED = {"numpy": "numpy", "pandas": "pandas", "PIL": "pillow", "tqdm": "tqdm", "pytest": "pytest"}
+PHOTOS = REPO.parent / "shared" / "data" / "flowers102" / "images"
+
+
+def say(msg: str) -> None:
+    print(f"gpu-check: {msg}", flush=True)
+
+
+def importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except Exception:  # ImportError, or a broken install
+        return False
+    return True
+
+
+def nvidia_device() -> bool:
+    return shutil.which("nvidia-smi") is not None or Path("/dev/nvidia0").exists()
+
+
+def use_site() -> None:
+    """Make ``.whl/site`` importable, after the machine's own packages (they win)."""
+    if SITE.is_dir() and str(SITE) not in sys.path:
+        sys.path.append(str(SITE))
+        importlib.invalidate_caches()
+
+
+def ensure_packages() -> list[str]:
+    """Install what is missing from ``.whl/``; return the distributions still missing."""
+    use_site()
+    missing = [dist for mod, dist in NEEDED.items() if not importable(mod)]
+    dali = sorted(WHEELS.glob("nvidia_dali*.whl"))
+    if dali and not importable("nvidia.dali"):
+        missing.append(dali[-1].name.split("-")[0].replace("_", "-"))
+    if not missing:
+        return []
+    if not any(WHEELS.glob("*.whl")):
+        say(f"missing {', '.join(missing)} and no wheels in {WHEELS}/ to install them from")
+        return missing
+    say(f"installing {', '.join(missing)} from {WHEELS}/ into {SITE}/ (no index)")
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--find-links",
+                           str(WHEELS), "--target", str(SITE), *missing], capture_output=True, text=True)
+    if proc.returncode:
+        say("pip failed: " + " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]))
+    use_site()
+    return [d for m, d in NEEDED.items() if d in missing and not importable(m)]
+
+
+def python_cmd(code: str) -> list[str]:
+    """A command running ``code`` with the repository and ``.whl/site`` importable."""
+    boot = f"import sys; sys.path.insert(0, {str(REPO)!r}); sys.path.append({str(SITE)!r}); "
+    return [sys.executable, "-c", boot + code]
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    cache = Path(tempfile.gettempdir()) / "halsal-gpu-check-cache"
+    e.setdefault("MPLCONFIGDIR", str(cache / "matplotlib"))
+    e.setdefault("XDG_CACHE_HOME", str(cache))
+    return e
+
+
+# --- 1. GPU tests -----------------------------------------------------------------------------
+
+def gpu_tests(rows: list) -> bool:
+    """Run the tests marked gpu; one row per test. True when none failed."""
+    if not importable("pytest"):
+        rows.append(("GPU tests", "pytest -m gpu", "not run: pytest is missing (put its wheel in .whl/)", ""))
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "junit.xml"
+        args = ["-m", "gpu", "-p", "no:cacheprovider", "-q", "-rA", f"--junitxml={xml}", "tests/test_decode.py",
+                "tests/test_train.py"]
+        say("running the GPU tests: pytest " + " ".join(a for a in args if not a.startswith("--junitxml")))
+        t0 = time.perf_counter()
+        proc = subprocess.run(python_cmd(f"import pytest; sys.exit(pytest.main({args!r}))"), cwd=REPO, env=env(),
+                              capture_output=True, text=True)
+        print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n", flush=True)
+        if not xml.is_file():
+            rows.append(("GPU tests", "pytest -m gpu", f"did not run (exit {proc.returncode}): "
+                         + _last_line(proc.stdout + proc.stderr), ""))
+            return False
+        ok = True
+        for case in ET.parse(xml).getroot().iter("testcase"):
+            name = f"{case.get('classname', '').split('.')[-1]}.py::{case.get('name')}"
+            status, detail = "passed", ""
+            for tag in ("failure", "error", "skipped"):
+                el = case.find(tag)
+                if el is not None:
+                    status = {"failure": "FAILED", "error": "ERROR", "skipped": "skipped"}[tag]
+                    detail = (el.get("message") or "").replace("|", "/").splitlines()[0][:160] if el.get("message") else ""
+                    ok &= tag == "skipped"
+            rows.append(("GPU tests", name, f"{status}{': ' + detail if detail else ''}", ""))
+        rows.append(("GPU tests", "pytest exit status", f"{proc.returncode} ({time.perf_counter() - t0:.0f} s)", ""))
+        return ok and proc.returncode in (0, 5)  # 5: nothing selected
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:200].replace("|", "/") if lines else ""
+
+
+# --- 2. decode benchmark ----------------------------------------------------------------------
+
+def make_jpegs(folder: Path, n: int) -> Path:
+    """``n`` photo-like JPEGs (smooth random fields, 500 x 375) when no photographs are at hand."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        small = Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+        d = folder / f"class{i % 10}"
+        d.mkdir(parents=True, exist_ok=True)
+        small.resize((500, 375), Image.BICUBIC).save(d / f"{i:05d}.jpg", quality=90)
+    return folder
+
+
+def decode_bench(rows: list, images: Path | None, n: int) -> None:
+    missing = [m for m in ("numpy", "PIL", "tqdm") if not importable(m)]
+    if missing:
+        rows.append(("decode", "bench/bench_decode.py", f"not run: {', '.join(missing)} missing", ""))
+        return
+    from halsal.data import decode as D
+
+    reason = D._gpu_reason()
+    with tempfile.TemporaryDirectory() as tmp:
+        source = images or (PHOTOS if PHOTOS.is_dir() else None)
+        label = str(source) if source else f"{n} generated 500x375 JPEGs"
+        if source is None:
+            say(f"no photographs at {PHOTOS}: generating {n} JPEGs for the decode benchmark")
+            source = make_jpegs(Path(tmp) / "jpegs", n)
+        say(f"decode benchmark on {label}")
+        code = (f"import runpy; sys.argv = ['bench_decode.py', '--images', {str(source)!r}, '--n', '{n}']; "
+                f"runpy.run_path('bench/bench_decode.py', run_name='__main__')")
+        proc = subprocess.run(python_cmd(code), cwd=REPO, env=env(), capture_output=True, text=True)
+    print(proc.stdout, proc.stderr[-2000:], sep="\n", flush=True)
+    what = f"decode 256->227, {label.split('/')[-2] if '/' in label else label}"
+    if proc.returncode:
+        rows.append((what, "bench/bench_decode.py", "failed: " + _last_line(proc.stderr or proc.stdout), ""))
+        return
+    table = proc.stdout.split("vs best baseline", 1)[-1]
+    for line in table.strip().splitlines():
+        m = re.match(r"^(?P<name>.+?)\s{2,}(?P<rate>\d+)\s+(?P<ratio>[\d.]+)x$", line.strip())
+        if m:
+            rows.append((what, m["name"], f"{m['rate']} img/s", f"{m['ratio']}x vs best baseline"))
+    if reason:
+        rows.append((what, "halsal dali-gpu (mixed decoder)", f"not measured: {reason}", ""))
+
+
+# --- 3. step benchmark ------------------------------------------------------------------------
+
+def step_bench(rows: list, quick: bool) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    sys.path.insert(0, str(REPO))
+    import bench_step as B
+
+    extra = ["--steps", "3", "--rounds", "2"] if quick else []
+    args = B.parser().parse_args(extra)
+    say(f"step benchmark: {args.size} px, batch {args.batch}, fp32 and bf16")
+    table, _ = B.run(args)
+    print(B.markdown(table), flush=True)
+    what = f"train step {args.size} px, batch {args.batch}"
+    for r in table:
+        for p in ("fp32", "bf16"):
+            if f"{p}_ms" in r:
+                rows.append((f"{what}, {p}", f"{r['model']} / torchvision AlexNet", f"{r[f'{p}_ms']:.1f} ms/step",
+                             f"{r[f'{p}_ratio']:.2f}x time, {r['ratio_flops']:.2f}x FLOPs"))
+    off = B.parser().parse_args(extra + ["--models", "torchvision,approach_b", "--precisions", "fp32",
+                                         "--no-cudnn-benchmark"])
+    say("step benchmark with cudnn.benchmark off (the loop before issue 11)")
+    t_off, _ = B.run(off)
+    rows.append((f"{what}, fp32, cudnn.benchmark off", "approach_b / torchvision AlexNet",
+                 f"{t_off[1]['fp32_ms']:.1f} ms/step", f"{t_off[1]['fp32_ratio']:.2f}x time "
+                 f"(torchvision {t_off[0]['fp32_ms']:.1f} ms)"))
+    say("training loop, before/after issue 11 (Approach B, whole epochs)")
+    loop, _ = B.loop_compare(B.parser().parse_args(extra + ["--loop"]))
+    print(B.loop_markdown(loop), flush=True)
+    for r in loop:
+        rows.append((f"training loop {args.size} px, batch {args.batch}, {r['precision']}", f"approach_b, {r['loop']}",
+                     f"{r['img_s']:.0f} img/s", f"{r['ratio']:.2f}x"))
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=Path, default=None, help=f"JPEG folder for the decode benchmark (default {PHOTOS})")
+    ap.add_argument("--n", type=int, default=1000, help="JPEGs for the decode benchmark (default 1000)")
+    ap.add_argument("--quick", action="store_true", help="fewer timed steps (a smoke run of this script)")
+    args = ap.parse_args(argv)
+    os.chdir(REPO)
+    try:
+        import torch
+    except ImportError as exc:
+        if nvidia_device():
+            say(f"this machine has an NVIDIA device, but {sys.executable} cannot import torch ({exc}): install "
+                f"torch + torchvision for it (or run with PYTHON=<a python that has them>)")
+            return 1
+        say(f"NO GPU CHECK: {sys.executable} has no torch ({exc}) and the machine shows no NVIDIA GPU "
+            f"(no nvidia-smi, no /dev/nvidia0). Nothing was tested; exiting 0.")
+        return 0
+    if not torch.cuda.is_available():
+        say(f"NO GPU CHECK: torch {torch.__version__} (CUDA build: {torch.version.cuda or 'none'}) sees no CUDA GPU "
+            f"(torch.cuda.is_available() is False){' although an NVIDIA device node exists' if nvidia_device() else ''}. "
+            f"Nothing was tested; exiting 0. Run `make gpu-check` on a machine with a GPU.")
+        return 0
+    t0 = time.perf_counter()
+    still_missing = ensure_packages()
+    props = torch.cuda.get_device_properties(0)
+    dali = "not installed"
+    if importable("nvidia.dali"):
+        import nvidia.dali
+
+        dali = nvidia.dali.__version__
+    import torchvision
+
+    rows = [("machine", "GPU", f"{props.name} ({props.total_memory / 2**30:.0f} GiB, sm_{props.major}{props.minor}), "
+             f"{torch.cuda.device_count()} visible", ""),
+            ("machine", "software", f"Python {sys.version.split()[0]}, torch {torch.__version__} (CUDA "
+             f"{torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}), torchvision {torchvision.__version__}, "
+             f"DALI {dali}", "")]
+    if still_missing:
+        rows.append(("machine", "missing", ", ".join(still_missing), "checks that need them are not run"))
+    ok = gpu_tests(rows)
+    decode_bench(rows, args.images, args.n)
+    step_bench(rows, args.quick)
+    print(f"\n## GPU check ({time.strftime('%Y-%m-%d')}, `make gpu-check`, {time.perf_counter() - t0:.0f} s)\n")
+    print("| part | what | result | ratio |\n|---|---|---|---|")
+    for part, what, result, ratio in rows:
+        print(f"| {part} | {what} | {result} | {ratio} |")
+    if not ok:
+        say("a GPU test failed or did not run (see above); exiting 1")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
