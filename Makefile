@@ -1,6 +1,8 @@
 # halsal: two commands from a fresh clone.
 #   make run   - create .venv, run the default (synthetic, offline) workflow, write reports/report.html
 #   make test  - create .venv, run the test suite
+#   make photos - optional: the reduced real photographs of ../shared/data (config/photos.yaml,
+#                about an hour on a 2-core CPU), writes reports/photos.html
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,7 +13,7 @@ CONFIG ?= config/config.yaml
 export MPLCONFIGDIR   ?= $(CURDIR)/.cache/matplotlib
 export XDG_CACHE_HOME ?= $(CURDIR)/.cache
 
-.PHONY: run test test-fast lint dryrun-paper bench gpu-check clean venv
+.PHONY: run photos test test-fast lint dryrun-paper bench gpu-check clean venv
 
 venv: $(STAMP)
 
@@ -25,6 +27,18 @@ run: $(STAMP)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) --configfile $(CONFIG)
 	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --report reports/report.html
 	@echo "Report: reports/report.html"
+
+# Real photographs, reduced (GitHub issue 10; docs/results-photos.md): read in place from
+# ../shared/data, never copied. Shares results/ with `run` (both train results/models/alexnet/).
+PHOTOS_CONFIG := config/photos.yaml
+PHOTOS_DATA   := ../shared/data
+photos: $(STAMP)
+	@for d in flowers102 cub200 tiny_imagenet; do test -d $(PHOTOS_DATA)/$$d/images || { \
+	  echo "make photos: $(PHOTOS_DATA)/$$d/images is missing; config/photos.yaml reads the reduced photographs" \
+	       "from $(PHOTOS_DATA) beside the checkout (see docs/results-photos.md)" >&2; exit 2; }; done
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) --configfile $(PHOTOS_CONFIG)
+	$(BIN)/snakemake --cores 1 --configfile $(PHOTOS_CONFIG) --report reports/photos.html
+	@echo "Report: reports/photos.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -50,4 +64,4 @@ gpu-check:
 	$(PYTHON) bench/gpu_check.py
 
 clean:
-	rm -rf results logs benchmarks reports/report.html .snakemake
+	rm -rf results logs benchmarks reports/report.html reports/photos.html .snakemake

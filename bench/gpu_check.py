@@ -59,6 +59,15 @@ def nvidia_device() -> bool:
     return shutil.which("nvidia-smi") is not None or Path("/dev/nvidia0").exists()
 
 
+def driver_version() -> str:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
 def use_site() -> None:
     """Make ``.whl/site`` importable, after the machine's own packages (they win)."""
     if SITE.is_dir() and str(SITE) not in sys.path:
@@ -129,7 +138,8 @@ def gpu_tests(rows: list) -> bool:
                 el = case.find(tag)
                 if el is not None:
                     status = {"failure": "FAILED", "error": "ERROR", "skipped": "skipped"}[tag]
-                    detail = (el.get("message") or "").replace("|", "/").splitlines()[0][:160] if el.get("message") else ""
+                    msg = (el.get("message") or "").strip()
+                    detail = msg.splitlines()[0][:160].replace("|", "/") if msg else ""
                     ok &= tag == "skipped"
             rows.append(("GPU tests", name, f"{status}{': ' + detail if detail else ''}", ""))
         rows.append(("GPU tests", "pytest exit status", f"{proc.returncode} ({time.perf_counter() - t0:.0f} s)", ""))
@@ -257,7 +267,7 @@ def main(argv=None) -> int:
     import torchvision
 
     rows = [("machine", "GPU", f"{props.name} ({props.total_memory / 2**30:.0f} GiB, sm_{props.major}{props.minor}), "
-             f"{torch.cuda.device_count()} visible", ""),
+             f"{torch.cuda.device_count()} visible, driver {driver_version()}", ""),
             ("machine", "software", f"Python {sys.version.split()[0]}, torch {torch.__version__} (CUDA "
              f"{torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}), torchvision {torchvision.__version__}, "
              f"DALI {dali}", "")]

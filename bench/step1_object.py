@@ -42,6 +42,9 @@ SETTINGS = {
     "step0_lr1e-3": ({"lr": 1e-3}, {}),
     "step0_lr1e-3_step1_lr1e-3": ({"lr": 1e-3}, {"lr": 1e-3}),
     "step0_lr1e-3_40ep_step1_lr1e-3_30ep": ({"lr": 1e-3, "epochs": 40}, {"lr": 1e-3, "epochs": 30}),
+    "step0_60ep": ({"epochs": 60}, {}),
+    "step0_60ep_step1_30ep": ({"epochs": 60}, {"epochs": 30}),
+    "step0_60ep_step1_sgd_1e-3": ({"epochs": 60}, {"optimizer": "sgd", "lr": 1e-3}),
 }
 
 
@@ -72,19 +75,22 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     res = Path(args.results)
     src_prep, src_split = res / "prepared" / args.source, res / "splits" / args.source / "seed0.tsv"
-    rows = []
+    rows, backbones = [], {}  # Step-0 settings already trained in this run -> (backbone.pt, val acc)
     with tempfile.TemporaryDirectory(prefix="step1-") as tmp:
         for name in args.settings:
             t0 = time.perf_counter()
             s0, s1 = SETTINGS[name]
             bb = res / "models" / args.arch / "backbone.pt"
             bb_acc = json.loads(bb.with_suffix(".json").read_text()).get("val_acc")
-            if s0 is not None:
+            if s0 is not None and json.dumps(s0, sort_keys=True) in backbones:
+                bb, bb_acc = backbones[json.dumps(s0, sort_keys=True)]
+            elif s0 is not None:
                 bb = Path(tmp) / name / "backbone.pt"
                 bb.parent.mkdir(parents=True, exist_ok=True)
                 info = backbone(args.arch, "scratch", bb, source_prepared=src_prep, source_split=src_split,
                                 cfg=OptimConfig(**{**DEMO_STEP0, **s0}), input_size=args.input_size, fc_width=args.fc_width)
                 bb_acc = info["val_acc"]
+                backbones[json.dumps(s0, sort_keys=True)] = (bb, bb_acc)
             sal = Path(tmp) / name / "saliency.pt"
             sal.parent.mkdir(parents=True, exist_ok=True)
             info = pretrain_saliency(args.arch, args.variant, bb, sal, source_prepared=src_prep, source_split=src_split,

@@ -63,12 +63,32 @@ def _augment(args) -> dict:
     return {"random_crop": not args.no_random_crop, "flip": not args.no_flip}
 
 
+def _per_class_args(p: argparse.ArgumentParser) -> None:
+    """--per-class / --per-class-seed: config datasets.<name>.per_class / per_class_seed."""
+    p.add_argument("--per-class", type=int, default=None,
+                   help="keep at most N images per class, a seeded sample per class (default: all)")
+    p.add_argument("--per-class-seed", type=int, default=0, help="seed of the --per-class sample")
+
+
+def _cap(index, args):
+    """The index capped at --per-class images per class (halsal.data.datasets.cap_per_class)."""
+    if args.per_class is None:
+        return index
+    from halsal.data.datasets import cap_per_class
+
+    before = len(index)
+    index = cap_per_class(index, args.per_class, args.per_class_seed)
+    print(f"per-class cap {args.per_class} (seed {args.per_class_seed}): {len(index)} of {before} images kept")
+    return index
+
+
 def cmd_generate(args) -> None:
     from halsal.data.synthetic import generate
     from halsal.io import write_tsv
 
     index = generate(args.root, task=args.task, classes=args.classes, images_per_class=args.images_per_class,
                      image_size=args.image_size, seed=args.seed)
+    index = _cap(index, args)
     write_tsv(args.out, index)
     print(f"SYNTHETIC dataset: {len(index)} images, {args.classes} classes -> {args.out}")
 
@@ -76,10 +96,20 @@ def cmd_generate(args) -> None:
 def cmd_index(args) -> None:
     from pathlib import Path
 
+    from halsal.data.boxes import BOX_COLUMNS
     from halsal.data.datasets import scan_folder
     from halsal.io import write_json, write_tsv
 
     index, info = scan_folder(args.root)
+    if args.per_class is not None:
+        index = _cap(index, args)
+        counts = index["label"].value_counts()
+        info.update(images=len(index), per_class_cap={"per_class": args.per_class, "seed": args.per_class_seed,
+                                                      "images_before": info["images"]})
+        if "images_with_boxes" in info:
+            info["images_with_boxes"] = int(index.reindex(columns=BOX_COLUMNS).notna().all(axis=1).sum())
+        for entry in info["per_class"]:
+            entry["images_before_cap"], entry["images"] = entry["images"], int(counts.get(entry["label"], 0))
     ignored = info["ignored"]
     for kind, what in (("hidden", "hidden files/folders"), ("non_image", "non-image files"),
                        ("folders", "folders inside class folders")):
@@ -100,7 +130,7 @@ def cmd_fetch(args) -> None:
 
     source = args.source[0] if args.source and len(args.source) == 1 else args.source
     root = fetch_dataset(args.dataset, args.root, source=source, subset_per_class=args.subset_per_class, seed=args.seed)
-    index = index_folder(root)
+    index = _cap(index_folder(root), args)
     write_tsv(args.out, index)
     print(f"{args.dataset}: {len(index)} images, {index['label'].nunique()} classes -> {args.out}")
 
@@ -217,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-class", type=int, required=True)
     p.add_argument("--image-size", type=int, default=160)
     p.add_argument("--seed", type=int, default=0)
+    _per_class_args(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("index", help="index an images/<class>/<file> folder")
@@ -224,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--info", default=None,
                    help="index.json to write: counts of images, classes and ignored files (default: beside --out)")
+    _per_class_args(p)
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("fetch", help="download/verify/extract a dataset, then index it")
@@ -234,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset-per-class", type=int, default=None, help="imagenet_val: images per class")
     p.add_argument("--seed", type=int, default=0, help="imagenet_val: seed of the subset")
     p.add_argument("--out", required=True, help="index.tsv to write")
+    _per_class_args(p)
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("split", help="k-shot split: val/test fixed per seed, nested train ranks")

@@ -10,6 +10,7 @@ Every kind of dataset ends up as ``results/datasets/{name}/index.tsv`` (docs/des
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,34 @@ def _images_meta(root: Path) -> dict[str, dict]:
     if set(BOX_COLUMNS) - set(cols):
         cols = [c for c in cols if c not in BOX_COLUMNS]  # a partial box is no box
     return {p: dict(zip(cols, vals)) for p, *vals in zip(meta["path"], *(meta[c] for c in cols))}
+
+
+def cap_per_class(index: pd.DataFrame, per_class: int | None, seed: int = 0) -> pd.DataFrame:
+    """At most ``per_class`` images of each class (config ``datasets.<name>.per_class``).
+
+    Each class draws its own sample with an RNG seeded by ``seed`` and the class's folder name
+    (the folder of its images, e.g. ``017_cardinal``), over its images sorted by path: the
+    choice depends only on the seed and that class's files, not on the other classes, their
+    number, the labels or the row order. A class with ``per_class`` images or fewer is kept
+    whole; no class is dropped. Rows keep their order and columns (labels unchanged), so a user
+    with a full dataset can run the same size of miniature as ../shared/data (40 per class).
+    ``per_class=None`` returns the index unchanged.
+    """
+    if per_class is None:
+        return index
+    if per_class < 1:
+        raise HalsalError(f"per_class must be at least 1 (got {per_class}); leave it out to keep every image")
+    keep = []
+    for _, rows in index.groupby("label", sort=True):
+        if len(rows) <= per_class:
+            keep.extend(rows.index)
+            continue
+        rows = rows.sort_values("path", kind="stable")
+        folder = "/".join(sorted({Path(p).parent.name for p in rows["path"]}))
+        digest = hashlib.sha256(folder.encode()).digest()
+        rng = np.random.default_rng([int(seed), int.from_bytes(digest[:8], "little")])
+        keep.extend(rows.index[np.sort(rng.choice(len(rows), size=per_class, replace=False))])
+    return index.loc[index.index.isin(keep)].reset_index(drop=True)
 
 
 def read_index(path: str | Path) -> pd.DataFrame:

@@ -104,6 +104,16 @@ def dataset_root(name):
     return spec.get("source") or spec["root"]
 
 
+def per_class_args(name):
+    """`--per-class N --per-class-seed S` from datasets.<name>.per_class / per_class_seed (or the
+    source set's), "" without a cap: the index keeps a seeded sample of at most N images per
+    class. A params value of each indexing rule (datasets.smk), so changing the cap re-indexes."""
+    spec = dataset_spec(name)
+    if spec.get("per_class") is None:
+        return ""
+    return f"--per-class {spec['per_class']} --per-class-seed {spec.get('per_class_seed', 0)}"
+
+
 def folder_listing(root):
     """A checksum of every file under ``root`` (relative name, size, mtime): a params value of
     the index_folder rule, so that adding, removing or replacing a file re-indexes the folder

@@ -6,6 +6,7 @@ rule generate_synthetic:
         index="results/datasets/{dataset}/index.tsv",
     params:
         spec=lambda wc: dataset_spec(wc.dataset),
+        per_class=lambda wc: per_class_args(wc.dataset),
     wildcard_constraints:
         dataset=kinds("synthetic"),
     log:
@@ -24,7 +25,7 @@ rule generate_synthetic:
         "python -m halsal generate --root results/datasets/{wildcards.dataset} --out {output.index} "
         "--task {params.spec[task]} --classes {params.spec[classes]} "
         "--images-per-class {params.spec[images_per_class]} --image-size {params.spec[image_size]} "
-        "--seed {params.spec[seed]} > {log} 2>&1"
+        "--seed {params.spec[seed]} {params.per_class} > {log} 2>&1"
 
 
 # The index follows the folder: `listing` (names, sizes and mtimes of every file under it) is a
@@ -37,6 +38,7 @@ rule index_folder:
     params:
         root=lambda wc: dataset_root(wc.dataset),
         listing=lambda wc: folder_listing(dataset_root(wc.dataset)),
+        per_class=lambda wc: per_class_args(wc.dataset),
     wildcard_constraints:
         dataset=kinds("folder"),
     log:
@@ -52,7 +54,8 @@ rule index_folder:
     message:
         "Indexing the image folder {params.root} as {wildcards.dataset}"
     shell:
-        "python -m halsal index --root {params.root:q} --out {output.index} --info {output.info} > {log} 2>&1"
+        "python -m halsal index --root {params.root:q} --out {output.index} --info {output.info} {params.per_class} "
+        "> {log} 2>&1"
 
 
 # Downloads need the internet, which cluster compute nodes often lack: run on the submit host.
@@ -66,6 +69,7 @@ rule fetch:
         source=lambda wc: (f"--source {dataset_spec(wc.dataset)['source']}" if dataset_spec(wc.dataset).get("source") else ""),
         subset=lambda wc: (f"--subset-per-class {dataset_spec(wc.dataset)['subset_per_class']}"
                            if dataset_spec(wc.dataset).get("subset_per_class") else ""),
+        per_class=lambda wc: per_class_args(wc.dataset),
     wildcard_constraints:
         dataset=kinds("flowers102", "cub200", "cars196", "imagenet_val"),
     log:
@@ -82,7 +86,7 @@ rule fetch:
         "Fetching and verifying {params.kind} into {params.root}"
     shell:
         "python -m halsal fetch --dataset {params.kind} --root {params.root} {params.source} {params.subset} "
-        "--out {output.index} > {log} 2>&1"
+        "{params.per_class} --out {output.index} > {log} 2>&1"
 
 
 # Drawn from the images that decode (prepare's manifest), so a skipped file never holds a

@@ -1,0 +1,55 @@
+"""config/photos.yaml (`make photos`, GitHub issue 10): the real-photo miniature's grid, as the
+dry run lists it, and the config's promises (relative paths, the demo's optimisation)."""
+
+import re
+
+import yaml
+
+from tests.conftest import REPO, shared_dataset
+from tests.test_workflow import job_counts, snakemake
+
+PHOTOS = REPO / "config/photos.yaml"
+METHODS = ["baseline", "scratch_sal", "smic", "approach_a", "approach_b"]
+
+
+def test_photos_config_promises():
+    cfg = yaml.safe_load(PHOTOS.read_text())
+    header = " ".join(line.lstrip("# ") for line in PHOTOS.read_text().split("\n\n")[0].splitlines())
+    assert "NOT the paper's protocol" in header and "from scratch" in header and "40 images per class" in header
+    assert cfg["model"]["weights"] == "scratch" and cfg["smic"]["source"] == "spectral_residual"
+    assert cfg["methods"] == METHODS and cfg["ks"] == [1, 3, 5, 10] and len(cfg["seeds"]) >= 3
+    specs = {**cfg["datasets"], cfg["source"]["name"]: cfg["source"]}
+    assert sorted(specs) == ["cub200", "flowers102", "tiny_imagenet"]
+    for name, spec in specs.items():
+        assert spec["kind"] == "folder" and spec["source"] == f"../shared/data/{name}"  # relative, read in place
+    # "keep in step with config/config.yaml's train section": only the epochs differ.
+    demo = yaml.safe_load((REPO / "config/config.yaml").read_text())["train"]
+    for step in ("backbone", "pretrain", "finetune"):
+        ours = {k: v for k, v in cfg["train"][step].items() if k != "epochs"}
+        theirs = {k: v for k, v in demo[step].items() if k != "epochs"}
+        assert ours == theirs, f"train.{step} differs from config/config.yaml's: {ours} != {theirs}"
+    assert cfg["train"]["augment"] == demo["augment"]
+    assert {k: cfg["data"][k] for k in ("resize", "input_size")} == {"resize": 72, "input_size": 64}
+
+
+def test_photos_dry_run_lists_the_grid(tmp_path):
+    """The dry run, in a scratch directory beside a link to ../shared/data, so the config's
+    relative paths resolve as in the repository and nothing is written into it."""
+    for name in ("flowers102", "cub200", "tiny_imagenet"):
+        shared = shared_dataset(name)  # skips, with the reason, without the photographs
+    work = tmp_path / "main"
+    work.mkdir()
+    (tmp_path / "shared").symlink_to(shared.parent.parent, target_is_directory=True)
+    proc = snakemake("-n", "-p", "--configfile", str(PHOTOS), cwd=work)
+    counts = job_counts(proc.stdout)
+    assert counts["index_folder"] == 3 and counts["prepare"] == 3  # flowers102, cub200, tiny_imagenet
+    assert counts["split"] == 1 + 2 * 3  # the source set's seed 0; each target's three seeds
+    assert counts["backbone"] == 1 and counts["pretrain_saliency"] == 1 and counts["smic_maps"] == 2
+    runs = set(re.findall(r"results/runs/(alexnet/\S+?)/metrics\.json", proc.stdout))
+    assert runs == {f"alexnet/{d}/{m}/d4-pool2-eq2/k{k}/seed{s}" for d in ("flowers102", "cub200") for m in METHODS
+                    for k in (1, 3, 5, 10) for s in (0, 1, 2)}
+    assert len(runs) == 2 * 5 * 4 * 3 == 120
+    batch = yaml.safe_load(PHOTOS.read_text())["train"].get("finetune_batch", "all")
+    assert counts["finetune"] == {"all": 2 * 5, "seed": 2 * 5 * 3, "run": 120}[batch]
+    # The per-class cap reaches the index command of each folder.
+    assert len(re.findall(r"halsal index --root \.\./shared/data/\S+ .*--per-class 40 --per-class-seed 0", proc.stdout)) == 3
