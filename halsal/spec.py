@@ -42,6 +42,10 @@ BASELINE = "baseline"
 # The methods whose saliency branch starts from Step 1 (they need its weights).
 FROM_STEP1: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.from_step1)
 
+# Tables 3-4 (qualitative): Approach B against Baseline-RGB. Figures 2-3 ablate Approach B.
+QUALITATIVE_PAIR = ("approach_b", BASELINE)
+ABLATION_METHOD = "approach_b"
+
 ARCHS: tuple[str, ...] = ("alexnet", "resnet152")
 ARCH_LABELS = {"alexnet": "AlexNet", "resnet152": "ResNet-152"}
 
@@ -52,9 +56,9 @@ ARCH_LABELS = {"alexnet": "AlexNet", "resnet152": "ResNet-152"}
 RESNET_STAGE_BLOCKS = (3, 8, 36, 3)
 FUSION_POINTS: dict[str, tuple[str, ...]] = {
     "alexnet": ("pool1", "pool2", "conv3", "conv4", "pool5"),
-    "resnet152": ("stem", *(f"layer{i + 1}" for i in range(4)),
-                  *(f"layer{i + 1}.{j}" for i, n in enumerate(RESNET_STAGE_BLOCKS) for j in range(n))),
-}
+    "resnet152": ("stem", *(name for i, n in enumerate(RESNET_STAGE_BLOCKS)
+                            for name in [*(f"layer{i + 1}.{j}" for j in range(n)), f"layer{i + 1}"])),
+}  # each in network order (a stage's name right after its last block, where it splits)
 DEFAULT_FUSION = {"alexnet": "pool2", "resnet152": "layer2.0"}
 MODULATIONS = ("eq1", "eq2")  # Eq. 1: l * s;  Eq. 2 (the paper's choice): l * (s + 1)
 DEPTHS = (1, 2, 3, 4, 5)  # saliency-branch conv layers (Fig. 2; paper: 4)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
+from halsal import spec
 from halsal.errors import HalsalError
 from halsal.io import atomic_write, write_tsv
 
@@ -30,15 +30,12 @@ SAL_PARTS = ("before", "val", "test")
 SAL_STATS = ("mean", "dead_fraction", "spatial_cv", "object_ratio", "n")
 SAL_COLUMNS = [f"sal_{part}_{stat}" for part in SAL_PARTS for stat in SAL_STATS]
 RUN_COLUMNS += SAL_COLUMNS + ["run_dir"]
-_VARIANT = re.compile(r"^d(?P<depth>\d+)-(?P<fusion>[A-Za-z0-9_.]+)-(?P<modulation>eq[12])$")
-
-
 def parse_variant(variant: str) -> dict:
-    """'d4-pool2-eq2' -> depth 4, fusion 'pool2', modulation 'eq2' (same grammar as the paths)."""
-    m = _VARIANT.match(variant)
-    if not m:
-        raise HalsalError(f"run variant {variant!r} is not of the form d<depth>-<fusion>-<eq1|eq2> (e.g. d4-pool2-eq2)")
-    return {"depth": int(m["depth"]), "fusion": m["fusion"], "modulation": m["modulation"]}
+    """'d4-pool2-eq2' -> depth 4, fusion 'pool2', modulation 'eq2' (:func:`halsal.spec.parse_variant`)."""
+    try:
+        return spec.parse_variant(variant)
+    except ValueError as exc:
+        raise HalsalError(f"run {exc}") from None
 
 
 def variant_of(variant: str | dict, arch: str) -> str:

@@ -25,6 +25,7 @@ import math
 import pandas as pd
 
 from halsal.io import write_text, write_tsv
+from halsal import spec
 from halsal.report.aggregate import SYNTHETIC_NOTE, any_synthetic, k_sort_key, parse_variant, variant_of
 from halsal.report.paper import ARCH_LABELS, METHOD_ORDER, method_labels
 
@@ -43,7 +44,7 @@ def dead_mask(runs: pd.DataFrame) -> pd.Series:
 
 def map_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs of methods with a map: everything but Baseline-RGB (whose runs have no statistics)."""
-    return runs[runs.method != "baseline"] if len(runs) else runs
+    return runs[runs.method != spec.BASELINE] if len(runs) else runs
 
 
 def _mean(values) -> float:

@@ -13,15 +13,11 @@ import importlib.resources
 
 import pandas as pd
 
-# Method ids (paths, config) -> the paper's row names, in the paper's row order.
-METHOD_LABELS = {
-    "baseline": "Baseline-RGB",
-    "scratch_sal": "Baseline-RGB + scratch SAL",
-    "smic": "SMIC*",
-    "approach_a": "Approach A",
-    "approach_b": "Approach B",
-}
-METHOD_ORDER = list(METHOD_LABELS)
+from halsal import spec
+
+# Method ids (paths, config) -> the paper's row names, in the paper's row order (halsal.spec).
+METHOD_LABELS = {name: m.label for name, m in spec.METHODS.items()}
+METHOD_ORDER = list(spec.METHOD_NAMES)
 # The paper's asterisk: SMIC needs an explicit saliency method (a saliency dataset).
 SMIC_NOTE = "* requires an explicit saliency method (SMIC, Flores et al. 2019)"
 # SMIC run with maps from the spectral residual (Hou & Zhang 2007), not from the explicit
@@ -31,11 +27,11 @@ SMIC_SPECTRAL_LABEL = "SMIC (spectral-residual maps)"
 SMIC_SPECTRAL_NOTE = (f"{SMIC_SPECTRAL_LABEL}: the SMIC network fed with spectral-residual maps (Hou & Zhang 2007, "
                       "an unsupervised method), not the explicit saliency method of the paper; the paper's SMIC "
                       "values are shown for reference only, without a difference.")
-ARCH_LABELS = {"alexnet": "AlexNet", "resnet152": "ResNet-152"}
+ARCH_LABELS = spec.ARCH_LABELS
 PAPER_TABLES = {"alexnet": "table1_alexnet.tsv", "resnet152": "table2_resnet152.tsv"}
 PAPER_KS = ["1", "2", "3", "5", "10", "15", "20", "25", "30", "K"]
-_PAPER_METHOD = {"Baseline-RGB": "baseline", "Baseline-RGB + scratch SAL": "scratch_sal",
-                 "SMIC": "smic", "Approach A": "approach_a", "Approach B": "approach_b"}
+# The printed tables' row names (SMIC without its asterisk) -> method ids.
+_PAPER_METHOD = {m.label.rstrip("*"): name for name, m in spec.METHODS.items()}
 
 
 def smic_maps_kind(runs: pd.DataFrame) -> str | None:

@@ -22,13 +22,13 @@ import seaborn as sns  # noqa: E402
 
 from halsal.errors import HalsalError  # noqa: E402
 from halsal.io import atomic_write  # noqa: E402
+from halsal import spec  # noqa: E402
 from halsal.report.aggregate import SYNTHETIC_NOTE, any_synthetic, k_sort_key, sort_ks  # noqa: E402
 from halsal.report.paper import ARCH_LABELS, METHOD_LABELS, METHOD_ORDER, method_labels  # noqa: E402
 from halsal.report.stats import mean_ci  # noqa: E402
 
-# Fusion points in network order (AlexNet, then ResNet stages); unknown ones sort last.
-FUSION_ORDER = ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5",
-                "layer1", "layer2", "layer3", "layer4"]
+# Fusion points in network order (AlexNet's, then ResNet-152's); unknown ones sort last.
+FUSION_ORDER = [f for arch in spec.ARCHS for f in spec.FUSION_POINTS[arch]]
 PALETTE = dict(zip(METHOD_ORDER, sns.color_palette("colorblind", len(METHOD_ORDER))))
 
 
@@ -82,7 +82,7 @@ def accuracy_vs_k(runs: pd.DataFrame, arch: str, dataset: str, path) -> None:
     save(fig, path)
 
 
-def improvement_vs_k(runs: pd.DataFrame, arch: str, dataset: str, path, reference: str = "baseline") -> None:
+def improvement_vs_k(runs: pd.DataFrame, arch: str, dataset: str, path, reference: str = spec.BASELINE) -> None:
     """Per-seed paired difference to Baseline-RGB, mean with its 95% t interval (as in the stats table)."""
     set_style()
     sel = runs[(runs.arch == arch) & (runs.dataset == dataset)]
@@ -131,7 +131,7 @@ def ablation_plot(runs: pd.DataFrame, default_variant: str, factor: str, path) -
     set_style()
     d = parse_variant(default_variant)
     fixed = [f for f in ("depth", "fusion", "modulation") if f != factor]
-    sal = runs[(runs.method != "baseline")]
+    sal = runs[(runs.method != spec.BASELINE)]
     for f in fixed:
         sal = sal[sal[f].astype(str) == str(d[f])]
     name = {"depth": "Figure 2: accuracy vs saliency-branch depth (conv layers)",
@@ -158,9 +158,9 @@ def ablation_plot(runs: pd.DataFrame, default_variant: str, factor: str, path) -
             sub["x"] = sub.depth
         sns.lineplot(data=sub, x="x", y="acc", hue="Method", errorbar="sd", marker="o", ax=ax,
                      palette={labels[m]: c for m, c in PALETTE.items()})
-        base = runs[(runs.method == "baseline") & (runs.arch == arch) & (runs.dataset == dataset) & (runs.k == k)]
+        base = runs[(runs.method == spec.BASELINE) & (runs.arch == arch) & (runs.dataset == dataset) & (runs.k == k)]
         if len(base):
-            ax.axhline(base.test_acc.mean() * 100, color=PALETTE["baseline"], ls="--", label="Baseline-RGB")
+            ax.axhline(base.test_acc.mean() * 100, color=PALETTE[spec.BASELINE], ls="--", label=METHOD_LABELS[spec.BASELINE])
             ax.legend(fontsize=8)
         if factor == "fusion":
             ax.set_xticks(range(len(levels)), [f"before {f}" if f.startswith("pool") else f"after {f}" for f in levels],

@@ -28,10 +28,11 @@ from halsal.report.aggregate import variant_of
 
 from halsal.errors import HalsalError
 from halsal.report.aggregate import any_synthetic, k_sort_key
+from halsal import spec
 from halsal.report.paper import METHOD_LABELS
 from halsal.report.plots import placeholder, plt, save, set_style, title_for
 
-GOOD, BAD = "approach_b", "baseline"
+GOOD, BAD = spec.QUALITATIVE_PAIR
 
 
 def load_dataset(results_root, dataset: str) -> tuple[np.ndarray, pd.DataFrame]:

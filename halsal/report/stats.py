@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from halsal import spec
 from halsal.report.aggregate import sort_ks
 
 BOOTSTRAP_MIN_SEEDS = 10
@@ -160,8 +161,8 @@ def _bootstrap_cell(per_seed: list, confidence: float) -> dict:
             "boot_method": f"{BOOT_METHOD}, {BOOT_RESAMPLES} resamples", "boot_verdict": interval_verdict(low, high)}
 
 
-def paired_differences(runs: pd.DataFrame, variant: str, reference: str = "baseline",
-                       methods=("approach_a", "approach_b"), confidence: float = 0.95) -> pd.DataFrame:
+def paired_differences(runs: pd.DataFrame, variant: str, reference: str = spec.BASELINE,
+                       methods=spec.FROM_STEP1, confidence: float = 0.95) -> pd.DataFrame:
     """Per arch/dataset/k (and AVG over the ks present for every seed): method - reference, in points.
 
     Two intervals per row: over seeds (``ci_*``, :func:`mean_ci`) and the two-level bootstrap
