@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from halsal import __version__
+from halsal import __version__, spec
 from halsal.errors import HalsalError
 
 
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("backbone", help="Step 0: the RGB+joint weights")
-    p.add_argument("--arch", required=True, choices=["alexnet", "resnet152"])
+    p.add_argument("--arch", required=True, choices=spec.ARCHS)
     p.add_argument("--weights", required=True, help="imagenet | scratch | path to a weights file")
     p.add_argument("--source-prepared", default=None)
     p.add_argument("--source-split", default=None)
@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_backbone)
 
     p = sub.add_parser("pretrain-saliency", help="Step 1: train the saliency branch on the source set")
-    p.add_argument("--arch", required=True, choices=["alexnet", "resnet152"])
+    p.add_argument("--arch", required=True, choices=spec.ARCHS)
     p.add_argument("--variant", required=True, help="d<depth>-<fusion>-<eq1|eq2>, e.g. d4-pool2-eq2")
     p.add_argument("--backbone", required=True)
     p.add_argument("--source-prepared", required=True)
@@ -322,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Step 2: one or several fine-tuning runs of one arch, dataset, method and "
                                    "variant, trained one after another from inputs loaded once. A run that an "
                                    "earlier job finished (its complete.json matches) is restored, not retrained.")
-    p.add_argument("--arch", required=True, choices=["alexnet", "resnet152"])
-    p.add_argument("--method", required=True, choices=["baseline", "scratch_sal", "smic", "approach_a", "approach_b"])
+    p.add_argument("--arch", required=True, choices=spec.ARCHS)
+    p.add_argument("--method", required=True, choices=spec.METHOD_NAMES)
     p.add_argument("--variant", required=True)
     p.add_argument("--dataset", required=True)
     p.add_argument("--prepared", required=True)

@@ -24,6 +24,7 @@ import pandas as pd
 
 from halsal.errors import HalsalError
 from halsal.io import write_text, write_tsv
+from halsal.report.page import html_document
 
 SHOWN = 5  # ignored-file names shown per kind in the HTML (index.json keeps more)
 SUMMARY_COLUMNS = ["dataset", "role", "kind", "on_bad_image", "too_few_images", "classes_indexed", "images_indexed",
@@ -208,8 +209,7 @@ def data_html(summary: pd.DataFrame, items: pd.DataFrame) -> str:
                  "split is drawn from the images that decode, so a skipped file never holds a val or test place. "
                  "Ignored files: results/datasets/&lt;dataset&gt;/index.json (folder datasets). The same lists are in "
                  "data.tsv.</p>")
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Data</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n")
+    return html_document("Data", "".join(parts), _CSS)
 
 
 def write_data_section(datasets: list[dict], results_root, html_path, tsv_path, summary_tsv=None,

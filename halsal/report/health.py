@@ -27,6 +27,7 @@ import pandas as pd
 from halsal.io import write_text, write_tsv
 from halsal import spec
 from halsal.report.aggregate import SYNTHETIC_NOTE, any_synthetic, k_sort_key, parse_variant, variant_of
+from halsal.report.page import html_page
 from halsal.report.paper import ARCH_LABELS, METHOD_ORDER, method_labels
 
 DEAD_THRESHOLD = 0.5  # = halsal.train.health.is_dead(threshold=0.5); tests check they agree
@@ -138,7 +139,6 @@ def _f(x, digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
 
 
 def health_html(table: pd.DataFrame, warnings: list[dict], synthetic: bool) -> str:
-    from halsal.report.tables import html_page
 
     title = "Saliency health: dead maps, mean map value and object ratio per run set"
     if synthetic:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from halsal.io import write_text, write_tsv
 from halsal.report.aggregate import variant_of, SYNTHETIC_NOTE, sort_ks
+from halsal.report.page import html_page
 from halsal.report.health import dead_warnings, warning_html, write_health
 from halsal.report.paper import (ARCH_LABELS, METHOD_LABELS, METHOD_ORDER, SMIC_NOTE, SMIC_SPECTRAL_LABEL,
                                  SMIC_SPECTRAL_NOTE, comparability, method_labels, paper_dataset, paper_value,
@@ -137,30 +138,6 @@ def wide_table(cells: pd.DataFrame) -> pd.DataFrame:
             row[f"{label} n"] = int(c.n)
         out.append(row)
     return pd.DataFrame(out)
-
-
-_CSS = """
-body{font-family:DejaVu Sans,Arial,sans-serif;font-size:13px;margin:12px;color:#222}
-h2{font-size:16px;margin:4px 0 8px}
-.synthetic{background:#fff3cd;border:1px solid #e0b000;padding:6px 10px;font-weight:bold;margin:6px 0}
-.notrun{background:#eef;border:1px solid #99c;padding:6px 10px;margin:6px 0}
-table{border-collapse:collapse;margin:6px 0}
-th,td{border:1px solid #bbb;padding:3px 6px;text-align:center;vertical-align:top}
-th{background:#f0f0f0} td.name{text-align:left;max-width:18em}
-.ours{font-weight:bold} .paper{color:#666;font-size:11px}
-.missing{color:#b00;font-style:italic} .not-run{color:#888;font-style:italic}
-.pos{color:#070} .neg{color:#b00} .noise{color:#888}
-p.note{color:#555;font-size:12px;max-width:70em}
-.dead-warning{background:#f8d7da;border:2px solid #b00;color:#600;padding:6px 10px;margin:6px 0;max-width:80em}
-.dead-warning ul{margin:4px 0 0 0;padding-left:20px}
-tr.dead td{background:#fbe3e4}
-"""
-
-
-def html_page(title: str, body: str, synthetic: bool) -> str:
-    banner = f'<div class="synthetic">{html.escape(SYNTHETIC_NOTE)}</div>' if synthetic else ""
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body><h2>{html.escape(title)}</h2>{banner}{body}</body></html>\n")
 
 
 def accuracy_html(cells: pd.DataFrame, arch: str, not_run_note: str | None = None, warning: str = "") -> str:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from halsal import spec
 from halsal.errors import HalsalError
 from halsal.io import save_npy, save_npz, torch_load, torch_save, write_json, write_tsv
 from halsal.models import build_model, check_variant, frozen_bn_eval, init_from_scratch
@@ -36,14 +37,8 @@ from halsal.train.inputs import load_split
 from halsal.train.health import is_dead
 from halsal.train.loop import OptimConfig, accuracy, evaluate, fit, seed_everything
 
-# Method -> (saliency kind, initialise the saliency branch from Step 1, freeze it).
-METHODS = {
-    "baseline": ("none", False, False),  # Baseline-RGB
-    "scratch_sal": ("hallucinated", False, False),  # Baseline-RGB + scratch SAL
-    "smic": ("external", False, False),  # SMIC: explicit saliency maps
-    "approach_a": ("hallucinated", True, True),  # Step-1 saliency branch, frozen
-    "approach_b": ("hallucinated", True, False),  # Step-1 saliency branch, fine-tuned
-}
+# Method -> (saliency kind, initialise the saliency branch from Step 1, freeze it): halsal.spec.
+METHODS = {name: (m.saliency, m.from_step1, m.frozen) for name, m in spec.METHODS.items()}
 
 
 def _num_threads(threads: int | None) -> None:
@@ -259,11 +254,12 @@ def _sha256(path: Path) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _code_digest() -> str:
-    """sha256 over halsal's data, model and training code: a changed training code retrains
-    instead of restoring (Snakemake does not see changes inside the package)."""
+    """sha256 over halsal's model and training code (and the k-shot selection): changed code
+    retrains instead of restoring (Snakemake does not see changes inside the package)."""
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
-    for path in sorted(p for sub in ("data", "models", "train") for p in (root / sub).glob("*.py")):
+    files = [*(root / "models").glob("*.py"), *(root / "train").glob("*.py"), root / "data" / "splits.py"]
+    for path in sorted(files):
         h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 

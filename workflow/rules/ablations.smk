@@ -15,7 +15,7 @@ def ablation_metrics(factor=None):
     paths = []
     for arch in ABL.get("archs", ["alexnet"]):
         variants = ablation_variants(arch, factor)
-        for method in ABL.get("methods", ["approach_b"]):
+        for method in ABL.get("methods", [spec.ABLATION_METHOD]):
             for variant in [VARIANTS[arch]] if method == "baseline" else variants:
                 paths += finetune_metrics(archs=[arch], datasets=ABL.get("datasets") or list(config["datasets"]),
                                           methods=[method], ks=ABL.get("ks") or config["ks"],

@@ -4,7 +4,7 @@ import re
 
 from snakemake.utils import validate, min_version
 
-from halsal import smk_env
+from halsal import smk_env, spec
 
 min_version("9.0")
 
@@ -20,9 +20,9 @@ validate(config, schema="../schemas/config.schema.yaml")
 M = config["model"]
 DATA = config["data"]
 RES = config["resources"]
-# Each arch's paper default fusion point (halsal.models.DEFAULT_FUSION; ResNet-152: footnote 2,
-# "after the fourth residual block", read as the 4th bottleneck block, see docs/decisions.md).
-DEFAULT_FUSION = {"alexnet": "pool2", "resnet152": "layer2.0"}
+# The paper's vocabulary (methods, archs, fusion points, the variant format) is halsal.spec's:
+# torch-free, so loading the workflow imports no torch.
+DEFAULT_FUSION = spec.DEFAULT_FUSION
 
 
 def per_arch(value, arch, default=None):
@@ -42,12 +42,12 @@ def weights_for(arch):
 
 def variant_for(arch, depth=None, fusion=None, modulation=None):
     """The {variant} wildcard: saliency depth, fusion point, modulation equation."""
-    return (f"d{depth or M['saliency_depth']}-{fusion or fusion_for(arch)}-{modulation or M['modulation']}")
+    return spec.format_variant(depth or M["saliency_depth"], fusion or fusion_for(arch), modulation or M["modulation"])
 
 
 # The main (non-ablation) variant of each arch; VARIANT is the first configured arch's (the
 # report's tables and plots use it).
-VARIANTS = {arch: variant_for(arch) for arch in ("alexnet", "resnet152")}
+VARIANTS = {arch: variant_for(arch) for arch in spec.ARCHS}
 VARIANT = VARIANTS[config["archs"][0]]
 SOURCE = config["source"]["name"]
 LOGS = "logs"
@@ -56,9 +56,9 @@ BENCH = "benchmarks"
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_\-]+",
-    arch=r"alexnet|resnet152",
-    method=r"baseline|scratch_sal|smic|approach_a|approach_b",
-    variant=r"d[1-5]-[A-Za-z0-9_.]+-eq[12]",
+    arch="|".join(spec.ARCHS),
+    method="|".join(spec.METHOD_NAMES),
+    variant=spec.VARIANT_PATTERN,
     k=r"[0-9]+|K",
     seed=r"[0-9]+",
 
@@ -93,7 +93,7 @@ def source_used():
     abl = config.get("ablations") or {}
     methods, archs = set(config["methods"]), set(config["archs"])
     if any(abl.get(key) for key in ("depths", "fusions", "modulations")):
-        methods |= set(abl.get("methods", ["approach_b"]))
+        methods |= set(abl.get("methods", [spec.ABLATION_METHOD]))
         archs |= set(abl.get("archs", ["alexnet"]))
     return bool(methods & FROM_STEP1) or any(weights_for(a) == "scratch" for a in archs)
 
@@ -149,8 +149,14 @@ def finetune_metrics(archs=None, datasets=None, methods=None, ks=None, seeds=Non
         for d in (datasets or list(config["datasets"]))
         for m in (methods or config["methods"])
         for k in (ks or config["ks"])
-        for s in (seeds or config["seeds"])
+        for s in (seeds or seeds_for(k))
     ]
+
+
+def seeds_for(k):
+    """The main grid's seeds at ``k``: config `seeds_by_k` where it names k, else `seeds`
+    (the demo runs more seeds where runs are cheap, so its intervals can decide)."""
+    return list((config.get("seeds_by_k") or {}).get(str(k), config["seeds"]))
 
 
 def gpu_resources():
@@ -198,8 +204,8 @@ def backbone_inputs(wildcards):
     return {}
 
 
-# Methods that start from the Step-1 saliency branch (halsal.train.steps.METHODS).
-FROM_STEP1 = {"approach_a", "approach_b"}
+# Methods that start from the Step-1 saliency branch (halsal.spec).
+FROM_STEP1 = set(spec.FROM_STEP1)
 
 
 def saliency_input(wildcards):
@@ -231,21 +237,16 @@ def smic_folder(dataset):
 
 def check_fusion_points(archs=None):
     """Fail at parse time (a dry run) on a fusion point that the arch does not have."""
-    try:
-        from halsal.models import FUSION_POINTS
-    except ImportError:  # the Snakemake process has no torch: the finetune job checks instead
-        return
     abl = config.get("ablations") or {}
     wanted = {(a, fusion_for(a), "model.fusion") for a in (archs or config["archs"])}
     if archs is None:
         wanted |= {(a, f, "ablations.fusions") for a in abl.get("archs", []) for f in abl.get("fusions", [])}
     for arch, fusion, key in sorted(wanted):
-        if fusion not in FUSION_POINTS[arch]:
-            names = [n for n in FUSION_POINTS[arch] if "." not in n]
-            blocks = ", layer<i>.<j> (a bottleneck block)" if len(names) < len(FUSION_POINTS[arch]) else ""
-            raise ValueError(f"config {key}: {fusion!r} is not a fusion point of {arch}; choose one of "
-                             f"{', '.join(names)}{blocks}, or give model.fusion per arch "
-                             "(see workflow/schemas/config.schema.yaml)")
+        try:
+            spec.check_fusion(arch, fusion)
+        except ValueError as exc:
+            raise ValueError(f"config {key}: {exc}, or give model.fusion per arch "
+                             "(see workflow/schemas/config.schema.yaml)") from None
 
 
 check_fusion_points()
@@ -303,7 +304,7 @@ def finetune_grid(ablation=False):
     seeds = list(abl.get("seeds") or config["seeds"])
     if not ablation:
         ks = [str(k) for k in config["ks"]] + ks
-        seeds = list(config["seeds"]) + seeds
+        seeds = list(config["seeds"]) + [s for k in config["ks"] for s in seeds_for(k)] + seeds
     return list(dict.fromkeys(ks)), list(dict.fromkeys(seeds))
 
 
@@ -314,7 +315,17 @@ def finetune_runs(ablation=False):
         return [("{k}", "{seed}")]
     if FINETUNE_BATCH == "seed":
         return [(k, "{seed}") for k in ks]
+    if not ablation:  # the main grid may run other seeds at some k (seeds_by_k)
+        return [(k, s) for s in seeds for k in ks if s in seeds_for(k) or s in abl_seeds(k)]
     return [(k, s) for s in seeds for k in ks]
+
+
+def abl_seeds(k):
+    """Seeds the ablations ask of the main variant's jobs at ``k`` (their reference runs)."""
+    abl = config.get("ablations") or {}
+    if not abl or str(k) not in [str(x) for x in (abl.get("ks") or config["ks"])]:
+        return []
+    return list(abl.get("seeds") or config["seeds"])
 
 
 def finetune_outputs(runs):
