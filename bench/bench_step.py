@@ -23,7 +23,7 @@ step is not counted) is printed next to the time ratio: a time ratio above the F
 means HalSal's extra work runs less efficiently than AlexNet's own layers.
 
 ``--loop`` times whole epochs of Approach B from a device-resident image cache
-(``halsal.train.data.DeviceImages``): the loop as it was before issue 11 (``loss.item()`` and
+(``halsal.train.device_cache.DeviceImages``): the loop as it was before issue 11 (``loss.item()`` and
 ``.sum().item()`` every batch, four blocking host-to-device copies per batch) against
 ``train_epoch`` (sums kept on the device, one pinned non-blocking copy per batch).
 """
@@ -212,7 +212,7 @@ def loop_compare(args) -> tuple[list[dict], torch.device]:
     """Images/s of whole epochs, legacy loop vs ``train_epoch``, per precision (Approach B)."""
     import numpy as np
 
-    from halsal.train.data import DeviceImages
+    from halsal.train.device_cache import DeviceImages
     from halsal.train.loop import OptimConfig, make_optimizer, train_epoch
 
     device = pick_device(args.device)

@@ -3,7 +3,7 @@
 Issue 4, item 5b. On the same JPEGs in one run:
 
 - halsal: the uint8 cache (decoded once by `halsal prepare`) lives on the training device;
-  each batch is a random 227 crop + flip + normalisation cut from it (halsal.train.data).
+  each batch is a random 227 crop + flip + normalisation cut from it (halsal.train.device_cache).
 - baseline: torchvision ImageFolder + DataLoader (PIL decode, Resize(256), RandomCrop(227),
   RandomHorizontalFlip, ToTensor, Normalize) with as many workers as cores, which decodes
   every JPEG again every epoch.
@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from halsal.data.decode import decode_images  # noqa: E402
 from halsal.models import build_model  # noqa: E402
-from halsal.train.data import DeviceImages, resolve_device  # noqa: E402
+from halsal.train.device_cache import DeviceImages, resolve_device  # noqa: E402
 
 
 def imagefolder_copy(files: list[Path], root: Path) -> Path:

@@ -172,7 +172,7 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_backbone(args) -> None:
-    from halsal.train.data import resolve_device
+    from halsal.train.device_cache import resolve_device
     from halsal.train.steps import backbone
 
     info = backbone(args.arch, args.weights, args.out, source_prepared=args.source_prepared, source_split=args.source_split,
@@ -182,7 +182,7 @@ def cmd_backbone(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from halsal.train.data import resolve_device
+    from halsal.train.device_cache import resolve_device
     from halsal.train.steps import pretrain_saliency
 
     info = pretrain_saliency(args.arch, args.variant, args.backbone, args.out, source_prepared=args.source_prepared,
@@ -194,7 +194,7 @@ def cmd_pretrain(args) -> None:
 def cmd_finetune(args) -> None:
     import torch
 
-    from halsal.train.data import resolve_device
+    from halsal.train.device_cache import resolve_device
     from halsal.train.steps import FinetuneRun, finetune_batch, load_finetune_inputs
 
     single = [args.k, args.seed, args.split, args.out_dir]
@@ -228,7 +228,7 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_smic_maps(args) -> None:
-    from halsal.train.steps import smic_maps
+    from halsal.data.smic_maps import smic_maps
 
     info = smic_maps(args.index, args.prepared, args.out, source=args.source, folder=args.folder)
     print(f"SMIC maps ({info['source']}): {info['n']} x {info['size']}x{info['size']} -> {args.out}")

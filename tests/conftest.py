@@ -63,3 +63,73 @@ def tiny(tmp_path_factory):
                       source_prepared=root / "src" / "prepared", source_split=root / "src" / "seed0.tsv", cfg=cfg,
                       input_size=64)
     return root
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """``shared_data(name)``: the real-photo folder ``../shared/data/<name>``; skips the test where
+    it is absent."""
+    return shared_dataset
+
+
+# --- the Snakemake command line ------------------------------------------------------------
+
+
+def run_snakemake(*args, cwd=REPO, timeout=900, check=True):
+    """``snakemake --snakefile <repo>/Snakefile --directory <cwd> <args>``, this venv's first on PATH."""
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("snakemake"))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([exe, "--snakefile", str(REPO / "Snakefile"), "--directory", str(cwd), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def count_jobs(output: str) -> dict:
+    """The job-count table of a (dry) run's output: rule -> number of jobs."""
+    import re
+
+    counts = {}
+    for line in output.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if m:
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+@pytest.fixture(scope="session")
+def snakemake():
+    """``snakemake(*args, cwd=..., timeout=..., check=True)``: see :func:`run_snakemake`."""
+    return run_snakemake
+
+
+@pytest.fixture(scope="session")
+def job_counts():
+    """``job_counts(output)``: see :func:`count_jobs`."""
+    return count_jobs
+
+
+# --- the report's fake results tree -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def fake_results():
+    """tests/fixtures_report.py: a fake finished results tree with known accuracies and maps
+    (``build_tree``, ``metrics_paths``, ``VARIANT``) and the tiny report workflow over it
+    (``build_workflow``). A plain module, reached through this fixture only."""
+    from tests import fixtures_report
+
+    return fixtures_report
+
+
+@pytest.fixture
+def artifacts_dir(tmp_path) -> Path:
+    """Where a test leaves files for people to look at (screenshots, a report): ``tmp_path``, or
+    the folder named by HALSAL_TEST_ARTIFACTS. Never the checkout."""
+    path = Path(os.environ.get("HALSAL_TEST_ARTIFACTS") or tmp_path / "artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -249,6 +249,6 @@ def build_workflow(root, python: str, repo: Path = REPO) -> Path:
     (root / "Snakefile").write_text(TINY_SNAKEFILE.format(repo=repo, fixture=root / "fixture"))
     (root / "bin").mkdir(exist_ok=True)
     shim = root / "bin" / "halsal"
-    shim.write_text(f'#!/bin/sh\nPYTHONPATH="{REPO}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{python}" -m halsal.report.cli "$@"\n')
+    shim.write_text(f'#!/bin/sh\nPYTHONPATH="{REPO}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{python}" -m halsal "$@"\n')
     shim.chmod(0o755)
     return root

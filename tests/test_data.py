@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from halsal.data.boxes import BOX_COLUMNS
 from halsal.data.datasets import index_folder
 from halsal.data.splits import make_split, relabel, select
 from halsal.data.synthetic import class_names, generate, render
 from halsal.errors import HalsalError
-from tests.conftest import shared_dataset
 
 
 def _index(counts):
@@ -24,11 +24,23 @@ def test_synthetic_generator_is_deterministic(tmp_path):
     assert len(a) == 12 and list(a["label"]) == [0] * 4 + [1] * 4 + [2] * 4
     for pa, pb in zip(a["path"], b["path"]):
         assert np.array_equal(np.asarray(Image.open(pa)), np.asarray(Image.open(pb)))
-    # A different seed gives different images; each image is independent of the others.
+    # A different seed gives different images.
     assert not np.array_equal(np.asarray(render("fine", 0, 0, 7, 64)), np.asarray(render("fine", 0, 0, 8, 64)))
-    # An image depends only on (task, label, index, seed, size), not on what else was generated.
-    assert np.array_equal(np.asarray(render("fine", 2, 3, 7, 64)), np.asarray(render("fine", 2, 3, 7, 64)))
     assert (tmp_path / "a" / "classes.tsv").read_text() == (tmp_path / "b" / "classes.tsv").read_text()
+
+
+def test_synthetic_image_does_not_depend_on_what_else_is_generated(tmp_path):
+    """An image (and its object box) depends only on (task, label, index, seed, size): more
+    classes or more images per class add images and leave the shared ones unchanged."""
+    small = generate(tmp_path / "small", task="fine", classes=3, images_per_class=2, image_size=64, seed=7)
+    big = generate(tmp_path / "big", task="fine", classes=5, images_per_class=4, image_size=64, seed=7)
+    assert len(small) == 6 and len(big) == 20
+    by_name = big.assign(file=[p.split("/")[-1] for p in big["path"]]).set_index(["label", "file"])
+    for row in small.itertuples():
+        other = by_name.loc[(row.label, row.path.split("/")[-1])]
+        assert other["class_name"] == row.class_name
+        assert np.array_equal(np.asarray(Image.open(row.path)), np.asarray(Image.open(other["path"]))), row.path
+        assert [getattr(row, c) for c in BOX_COLUMNS] == other[BOX_COLUMNS].tolist()
 
 
 def test_synthetic_class_names():
@@ -79,8 +91,8 @@ def test_too_few_images_drop_class_policy_is_reported():
     assert sorted(relabelled["label"].unique()) == [0, 1] and names == ["c0", "c2"]
 
 
-def test_index_folder_on_real_photographs():
-    root = shared_dataset("flowers102-tiny")
+def test_index_folder_on_real_photographs(shared_data):
+    root = shared_data("flowers102-tiny")
     index = index_folder(root)
     assert len(index) == 120 and index["label"].nunique() == 10
     assert index["class_name"].iloc[0] == "tiger lily"
@@ -143,8 +155,8 @@ def test_class_names_come_from_classes_tsv(tmp_path):
     assert scan_folder(tmp_path)[0].class_name.iloc[-1] == "The Other One"
 
 
-def test_class_names_from_classes_tsv_on_real_photographs():
-    index = index_folder(shared_dataset("cub200-tiny"))  # folders are lower-case slugs; classes.tsv is not
+def test_class_names_from_classes_tsv_on_real_photographs(shared_data):
+    index = index_folder(shared_data("cub200-tiny"))  # folders are lower-case slugs; classes.tsv is not
     assert index["class_name"].iloc[0] == "Sooty Albatross"
     assert "Cardinal" in set(index["class_name"])
 

@@ -171,10 +171,19 @@ def test_bad_files_skipped_and_reported(awkward, backend):
 
 # --- backend selection and errors -----------------------------------------------------------
 
-def test_auto_backend_and_argument_errors(awkward):
-    expected = "dali-gpu" if D.gpu_available() else "dali-cpu" if D.dali_available() else "torchvision"
+@pytest.mark.parametrize("dali, gpu, expected", [(True, True, "dali-gpu"), (True, False, "dali-cpu"),
+                                                 (False, False, "torchvision")])
+def test_auto_backend_per_situation(monkeypatch, dali, gpu, expected):
+    monkeypatch.setattr(D, "dali_available", lambda: dali)
+    monkeypatch.setattr(D, "gpu_available", lambda: gpu)
     assert D.resolve_backend("auto") == expected
-    assert D.decode_images([awkward["good1.jpg"]], progress=False).backend == expected
+    assert D.resolve_backend() == expected  # 'auto' is the default
+    for named in ("pil", "torchvision", "dali-cpu", "dali-gpu"):  # a named backend is kept as it is
+        assert D.resolve_backend(named) == named
+
+
+def test_auto_backend_and_argument_errors(awkward):
+    assert D.decode_images([awkward["good1.jpg"]], progress=False).backend == D.resolve_backend("auto")
     with pytest.raises(HalsalError, match="unknown decode backend 'opencv'"):
         D.decode_images([awkward["good1.jpg"]], backend="opencv", progress=False)
     with pytest.raises(HalsalError, match="on_bad_image"):

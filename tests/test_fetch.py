@@ -23,9 +23,9 @@ from PIL import Image
 from scipy.io import savemat
 
 from halsal.data.fetch import fetch_dataset, load_checksums, read_ready
-from halsal.data.fetch_download import download_file
-from halsal.data import fetch_extract
-from halsal.data.fetch_extract import extract_archive
+from halsal.data.fetch.download import download_file
+from halsal.data.fetch import extract as fetch_extract
+from halsal.data.fetch.extract import extract_archive
 from halsal.errors import HalsalError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -2,6 +2,7 @@
 `saliency` object of every run with a map (issue: the map dies and nothing says so)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -124,3 +125,23 @@ def test_a_killed_map_is_reported_dead(tiny, tmp_path, capfd):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["saliency"]["test"]["dead_fraction"] == 1.0
     assert "Baseline-RGB there" in capfd.readouterr().err
     assert pd.read_csv(tmp_path / "run" / "history.tsv", sep="\t")["val_dead_fraction"].tolist() == [1.0]
+
+
+def test_the_demo_settings_keep_approach_b_alive(tiny, tmp_path):
+    """Approach B fine-tuned with the default demo's Step-2 optimizer settings (config/config.yaml,
+    saliency_lr included) on a small config: its map is alive at the selected epoch."""
+    import yaml
+
+    from halsal.train.loop import OptimConfig as Cfg
+
+    demo = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
+    ft = demo["train"]["finetune"]
+    assert ft["saliency_lr"] and ft["saliency_lr"] < ft["lr"]  # the lever of docs/decisions.md
+    cfg = Cfg.from_dict({**ft, "epochs": 3, "batch_size": 4, "checkpoint_seconds": 0})
+    m = finetune(arch="alexnet", method="approach_b", variant="d4-pool2-eq2", k=2, seed=0, dataset="fine",
+                 prepared=tiny / "fine" / "prepared", split_tsv=tiny / "fine" / "seed0.tsv",
+                 backbone_pt=tiny / "backbone.pt", saliency_pt=tiny / "sal.pt", out_dir=tmp_path, cfg=cfg,
+                 input_size=64)
+    assert m["config"]["saliency_lr"] == ft["saliency_lr"]
+    assert m["saliency"]["test"]["dead_fraction"] < 0.5 and m["saliency"]["val"]["dead_fraction"] < 0.5
+    assert m["saliency"]["test"]["mean"] > 0

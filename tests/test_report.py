@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from halsal.cli import main as halsal_main
 from halsal.errors import HalsalError
 from halsal.report.aggregate import SAL_COLUMNS, collect_runs, read_runs, write_aggregate
-from halsal.report.cli import main as report_main
 from halsal.report.health import DEAD_THRESHOLD, dead_warnings, health_table
 from halsal.report.paper import SMIC_SPECTRAL_LABEL, paper_table, paper_value
 from halsal.report.stats import mean_ci, paired_differences, two_level_bootstrap
@@ -126,14 +126,14 @@ def _png_ok(path, min_bytes=5_000):
 def test_cli_end_to_end_plots_and_grids(results, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
     runs_tsv = tmp_path / "runs.tsv"
-    assert report_main(["aggregate", "--runs-root", str(results / "runs"), "--runs-tsv", str(runs_tsv),
+    assert halsal_main(["aggregate", "--runs-root", str(results / "runs"), "--runs-tsv", str(runs_tsv),
                         "--summary-csv", str(tmp_path / "summary.csv")]) == 0
     out = tmp_path / "report"
-    assert report_main(["plots", "--runs", str(runs_tsv), "--outdir", str(out / "plots"), "--variant", VARIANT]) == 0
+    assert halsal_main(["plots", "--runs", str(runs_tsv), "--outdir", str(out / "plots"), "--variant", VARIANT]) == 0
     for name in ("accuracy/alexnet/synth_fine/accuracy.png", "accuracy/alexnet/synth_fine/improvement.png",
                  "figure2_depth.png", "figure3_fusion.png", "learning_curves.png"):
         _png_ok(out / "plots" / name, 20_000)  # real plots, not the small "not run" panels
-    assert report_main(["qualitative", "--runs", str(runs_tsv), "--outdir", str(out / "qual"), "--variant", VARIANT,
+    assert halsal_main(["qualitative", "--runs", str(runs_tsv), "--outdir", str(out / "qual"), "--variant", VARIANT,
                         "--results-root", str(results), "--datasets", "synth_fine"]) == 0
     for name in ("success", "failure", "saliency"):
         _png_ok(out / "qual" / "synth_fine" / f"{name}.png", 50_000)

@@ -14,10 +14,10 @@ from halsal.data.splits import make_split
 from halsal.data.synthetic import generate
 from halsal.errors import HalsalError
 from halsal.io import write_tsv
-from halsal.models.smic import folder_maps, image_root, spectral_residual, spectral_residual_maps
+from halsal.data.smic_maps import folder_maps, image_root, smic_maps, spectral_residual, spectral_residual_maps
 from halsal.train.inputs import DeviceImagesWithMaps
 from halsal.train.loop import OptimConfig
-from halsal.train.steps import backbone, finetune, smic_maps
+from halsal.train.steps import backbone, finetune
 
 
 def test_spectral_residual_finds_the_odd_patch():

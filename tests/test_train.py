@@ -41,13 +41,35 @@ def test_backbone_is_torchvision_keyed_and_step1_saves_only_the_saliency_branch(
     assert sal and all(k.startswith("saliency_branch.") for k in sal)
 
 
-def test_step1_trains_only_the_saliency_branch(tiny, tmp_path):
-    before = torch_load(tiny / "backbone.pt")
+def test_step1_trains_only_the_saliency_branch(tiny, tmp_path, monkeypatch):
+    import halsal.train.steps as steps
+
+    built = []  # (the model Step 1 trains, its saliency branch as initialised)
+
+    def build_model(*args, **kw):
+        model = real_build_model(*args, **kw)
+        built.append((model, {k: v.clone() for k, v in model.state_dict().items() if k.startswith("saliency_branch.")}))
+        return model
+
+    real_build_model = steps.build_model
+    monkeypatch.setattr(steps, "build_model", build_model)
+    backbone_state = torch_load(tiny / "backbone.pt")
     pretrain_saliency("alexnet", "d2-pool2-eq2", tiny / "backbone.pt", tmp_path / "sal.pt",
                       source_prepared=tiny / "src" / "prepared", source_split=tiny / "src" / "seed0.tsv",
                       cfg=OptimConfig(epochs=1, lr=0.05, batch_size=8), **TINY)
-    assert torch_load(tiny / "backbone.pt").keys() == before.keys()
-    assert len([k for k in torch_load(tmp_path / "sal.pt") if k.endswith("weight")]) == 3  # 2 convs + 1x1
+    (model, sal_init), = built
+    trained = model.state_dict()  # after Step 1 (its best epoch's weights)
+    # Every RGB/joint tensor is still exactly the backbone's (torchvision keys).
+    others = {k: v for k, v in trained.items() if not k.startswith("saliency_branch.")}
+    assert others.keys() == backbone_state.keys()
+    for key, value in others.items():
+        assert torch.equal(value.cpu(), backbone_state[key]), f"Step 1 changed {key}"
+    # The saliency branch did learn, and sal.pt holds exactly the trained branch.
+    saved = torch_load(tmp_path / "sal.pt")
+    assert saved.keys() == sal_init.keys() and len([k for k in saved if k.endswith("weight")]) == 3  # 2 convs + 1x1
+    assert any(not torch.equal(saved[k], sal_init[k]) for k in saved if k.endswith("weight"))
+    for key, value in saved.items():
+        assert torch.equal(value, trained[key].cpu())
 
 
 def test_finetune_outputs_and_determinism(tiny, tmp_path):
@@ -148,7 +170,7 @@ def test_killed_run_resumes_to_the_same_result(tiny, tmp_path):
 
 def test_device_batches_crop_flip_and_normalise_exactly():
     from halsal.models import MEAN, STD
-    from halsal.train.data import DeviceImages
+    from halsal.train.device_cache import DeviceImages
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (7, 10, 10, 3), dtype=np.uint8)
@@ -174,7 +196,7 @@ def test_device_batches_crop_flip_and_normalise_exactly():
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_gpu_gather_crops_equal_cpu_slices(device):
-    from halsal.train.data import gather_crops, sliced_crops
+    from halsal.train.device_cache import gather_crops, sliced_crops
 
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA GPU visible to torch")
@@ -192,7 +214,7 @@ def test_gpu_gather_crops_equal_cpu_slices(device):
 def _separable(device, n=16, size=72, input_size=64, seed=0):
     """Two classes that a network separates in a few epochs: the bright half of the image is
     the top (class 0) or the bottom (class 1); flips and crops keep it so."""
-    from halsal.train.data import DeviceImages
+    from halsal.train.device_cache import DeviceImages
 
     def images(n, seed):
         rng = np.random.default_rng(seed)

@@ -30,6 +30,8 @@ SAL_PARTS = ("before", "val", "test")
 SAL_STATS = ("mean", "dead_fraction", "spatial_cv", "object_ratio", "n")
 SAL_COLUMNS = [f"sal_{part}_{stat}" for part in SAL_PARTS for stat in SAL_STATS]
 RUN_COLUMNS += SAL_COLUMNS + ["run_dir"]
+
+
 def parse_variant(variant: str) -> dict:
     """'d4-pool2-eq2' -> depth 4, fusion 'pool2', modulation 'eq2' (:func:`halsal.spec.parse_variant`)."""
     try:
@@ -147,6 +149,15 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
         out[c] = (out[c] * 100).round(2)
     out["top1_err"] = (100 - out["top1"]).round(2)
     return out[cols]
+
+
+def accuracy_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Test accuracy per arch, dataset, method, variant and k over seeds: ``n``, ``mean`` and
+    ``std`` (in %, 3 decimals), in the runs table's order."""
+    acc = (runs.groupby(["arch", "dataset", "method", "variant", "k"], sort=False).test_acc
+           .agg(["count", "mean", "std"]).reset_index().rename(columns={"count": "n"}))
+    acc[["mean", "std"]] = (acc[["mean", "std"]] * 100).round(3)
+    return acc
 
 
 def write_aggregate(runs: pd.DataFrame, runs_tsv, summary_csv) -> None:

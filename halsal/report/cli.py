@@ -1,20 +1,17 @@
 """Report subcommands of the `halsal` CLI: aggregate, tables, plots, qualitative.
 
-``register(subparsers)`` adds them to halsal/cli.py's parser; ``python -m halsal.report.cli``
-runs them on their own (HalsalError -> one message on stderr, exit status 2).
+``register(subparsers)`` adds them to halsal/cli.py's parser (``halsal <command>``); the
+commands only parse arguments and call halsal.report's functions.
 """
 
 from __future__ import annotations
-
-import argparse
-import sys
 
 from halsal.report.aggregate import parse_variant_arg
 
 
 def cmd_aggregate(args) -> None:
     from halsal.io import write_tsv
-    from halsal.report.aggregate import collect_runs, glob_metrics, write_aggregate
+    from halsal.report.aggregate import accuracy_table, collect_runs, glob_metrics, write_aggregate
 
     paths = list(args.metrics or [])
     if args.runs_root:
@@ -22,10 +19,7 @@ def cmd_aggregate(args) -> None:
     runs = collect_runs(paths, allow_missing=args.allow_missing)
     write_aggregate(runs, args.runs_tsv, args.summary_csv)
     if args.accuracy_tsv:
-        acc = (runs.groupby(["arch", "dataset", "method", "variant", "k"], sort=False).test_acc
-               .agg(["count", "mean", "std"]).reset_index().rename(columns={"count": "n"}))
-        acc[["mean", "std"]] = (acc[["mean", "std"]] * 100).round(3)
-        write_tsv(args.accuracy_tsv, acc)
+        write_tsv(args.accuracy_tsv, accuracy_table(runs))
     syn = " (SYNTHETIC data)" if len(runs) and runs.synthetic.any() else ""
     print(f"aggregate: {len(runs)} runs{syn} -> {args.runs_tsv}, {args.summary_csv}")
 
@@ -107,21 +101,3 @@ def register(subparsers) -> None:
     from halsal.report.data_section import register as register_data
 
     register_data(subparsers)  # data-report: the report's Data section
-
-
-def main(argv=None) -> int:
-    from halsal.errors import HalsalError
-
-    parser = argparse.ArgumentParser(prog="halsal-report", description=__doc__)
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except HalsalError as exc:
-        print(f"halsal: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

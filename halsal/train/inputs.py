@@ -17,7 +17,7 @@ import torch
 from halsal.data.boxes import CACHE_BOX_COLUMNS, crop_boxes
 from halsal.data.splits import relabel, select
 from halsal.errors import HalsalError
-from halsal.train.data import DeviceImages
+from halsal.train.device_cache import DeviceImages
 
 
 @dataclass

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from halsal.errors import HalsalError
 from halsal.io import torch_load, torch_save
-from halsal.train.data import DeviceImages
+from halsal.train.device_cache import DeviceImages
 from halsal.train.health import box_weights, saliency_stats
 
 

@@ -7,7 +7,8 @@
 - Step 2, :func:`finetune`: one method, k and seed on a fine-grained dataset, fc8 re-initialised
   (Xavier), the epoch selected on validation accuracy; :func:`finetune_batch` trains several
   runs in one process from inputs loaded once (:func:`load_finetune_inputs`).
-- :func:`smic_maps`: the explicit saliency maps of a dataset for the SMIC row.
+- The SMIC row's explicit saliency maps are data preparation (:mod:`halsal.data.smic_maps`);
+  method ``smic`` reads them with its ``maps`` file.
 
 Batch norm (ResNet-152): layers whose parameters are frozen stay in eval mode (Step 1: the
 whole backbone), everything trained is in train mode (Step 0 from scratch, Step 2).
@@ -28,11 +29,11 @@ import pandas as pd
 import torch
 
 from halsal import spec
+from halsal.data.smic_maps import load_maps
 from halsal.errors import HalsalError
-from halsal.io import save_npy, save_npz, torch_load, torch_save, write_json, write_tsv
+from halsal.io import save_npz, torch_load, torch_save, write_json, write_tsv
 from halsal.models import build_model, check_variant, frozen_bn_eval, init_from_scratch
 from halsal.models.weights import backbone_state_dict, imagenet_state_dict, load_backbone, load_weights_file
-from halsal.models.smic import load_maps
 from halsal.train.inputs import load_split
 from halsal.train.health import is_dead
 from halsal.train.loop import OptimConfig, accuracy, evaluate, fit, seed_everything
@@ -442,39 +443,3 @@ def finetune(*, arch: str, method: str, variant: str, k, seed: int, dataset: str
                                   backbone_pt=backbone_pt, saliency_pt=saliency_pt, maps=maps, cfg=cfg,
                                   input_size=input_size, device=device, augment=augment, synthetic=synthetic)
     return finetune_batch(inputs, [FinetuneRun(str(k), int(seed), Path(split_tsv), Path(out_dir))])[0][0]
-
-
-def smic_maps(index_tsv, prepared, out, *, source: str = "spectral_residual", folder=None) -> dict:
-    """The SMIC maps of a dataset: uint8 ``(N, S, S)`` aligned with index.tsv and the image cache,
-    from the spectral residual of the cached images or from a folder of PNGs; a JSON beside."""
-    from halsal.data.datasets import read_index
-    from halsal.models.smic import folder_maps, spectral_residual_maps
-
-    prepared = Path(prepared)
-    images_path = prepared / "images.npy"
-    if not images_path.is_file():
-        raise HalsalError(f"{images_path} is missing: run the prepare rule for this dataset first")
-    images = np.load(images_path, mmap_mode="r", allow_pickle=False)
-    index = read_index(index_tsv)
-    if len(index) != images.shape[0]:
-        raise HalsalError(f"{index_tsv} has {len(index)} rows but {images_path} {images.shape[0]}: re-run prepare")
-    if source == "spectral_residual":
-        maps = spectral_residual_maps(images)
-        label = "spectral residual (Hou & Zhang 2007), computed from the prepared images"
-    elif source == "folder":
-        if not folder:
-            raise HalsalError("smic.source is 'folder' but no folder was given for this dataset: set smic.folders.<dataset>")
-        ok = None
-        manifest = prepared / "manifest.tsv"
-        if manifest.is_file():  # images the prepare stage skipped need no map
-            status = pd.read_csv(manifest, sep="\t", keep_default_na=False).set_index("row")["status"]
-            ok = pd.Series(range(len(index))).map(status).eq("ok").to_numpy()
-        maps = folder_maps(index, folder, images.shape[1], ok)
-        label = f"precomputed maps from {folder}"
-    else:
-        raise HalsalError(f"unknown SMIC map source {source!r}; choose spectral_residual or folder")
-    out = Path(out)
-    save_npy(out, maps)
-    info = {"source": label, "n": int(maps.shape[0]), "size": int(maps.shape[1]), "mean": float(maps.mean() / 255)}
-    write_json(out.with_suffix(".json"), info)
-    return info

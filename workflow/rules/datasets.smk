@@ -5,6 +5,7 @@ rule generate_synthetic:
     output:
         index="results/datasets/{dataset}/index.tsv",
     params:
+        root=lambda wc, output: os.path.dirname(output.index),
         spec=lambda wc: dataset_spec(wc.dataset),
         per_class=lambda wc: per_class_args(wc.dataset),
     wildcard_constraints:
@@ -22,7 +23,7 @@ rule generate_synthetic:
     message:
         "Generating the SYNTHETIC dataset {wildcards.dataset}"
     shell:
-        "python -m halsal generate --root results/datasets/{wildcards.dataset} --out {output.index} "
+        "python -m halsal generate --root {params.root} --out {output.index} "
         "--task {params.spec[task]} --classes {params.spec[classes]} "
         "--images-per-class {params.spec[images_per_class]} --image-size {params.spec[image_size]} "
         "--seed {params.spec[seed]} {params.per_class} > {log} 2>&1"

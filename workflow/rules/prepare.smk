@@ -8,6 +8,7 @@ rule prepare:
         images="results/prepared/{dataset}/images.npy",
         manifest="results/prepared/{dataset}/manifest.tsv",
     params:
+        out_dir=lambda wc, output: os.path.dirname(output.images),
         resize=DATA["resize"],
         backend=DATA["decode_backend"],
         on_error=lambda wc: data_policy(wc.dataset, "on_bad_image"),
@@ -25,5 +26,5 @@ rule prepare:
     message:
         "Decoding {wildcards.dataset} to {params.resize}px uint8 arrays ({params.backend} backend)"
     shell:
-        "python -m halsal prepare --index {input.index} --out-dir results/prepared/{wildcards.dataset} "
+        "python -m halsal prepare --index {input.index} --out-dir {params.out_dir} "
         "--resize {params.resize} --backend {params.backend} --on-error {params.on_error} > {log} 2>&1"

@@ -42,6 +42,7 @@ rule pretrain_saliency:
         weights="results/models/{arch}/saliency_{variant}.pt",
         info="results/models/{arch}/saliency_{variant}.json",
     params:
+        prepared=lambda wc, input: os.path.dirname(input.prepared),
         optim=optim_args("pretrain"),
         source=SOURCE,
     log:
@@ -59,7 +60,7 @@ rule pretrain_saliency:
         "Step 1: saliency branch {wildcards.variant} for {wildcards.arch} on {params.source} (RGB and joint branches frozen)"
     shell:
         "python -m halsal pretrain-saliency --arch {wildcards.arch} --variant {wildcards.variant} "
-        "--backbone {input.backbone} --source-prepared results/prepared/{params.source} --source-split {input.split} "
+        "--backbone {input.backbone} --source-prepared {params.prepared} --source-split {input.split} "
         "--out {output.weights} {params.optim} --threads {threads} > {log} 2>&1"
 
 
@@ -71,6 +72,7 @@ rule smic_maps:
         maps="results/smic/{dataset}/maps.npy",
         info="results/smic/{dataset}/maps.json",
     params:
+        prepared=lambda wc, input: os.path.dirname(input.prepared),
         source=SMIC["source"],
         folder=lambda wc: smic_folder(wc.dataset),
     log:
@@ -86,7 +88,7 @@ rule smic_maps:
     message:
         "SMIC: explicit saliency maps of {wildcards.dataset} ({params.source})"
     shell:
-        "python -m halsal smic-maps --index {input.index} --prepared results/prepared/{wildcards.dataset} "
+        "python -m halsal smic-maps --index {input.index} --prepared {params.prepared} "
         "--source {params.source} {params.folder} --out {output.maps} > {log} 2>&1"
 
 

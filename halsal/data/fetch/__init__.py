@@ -20,99 +20,38 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from halsal.data.datasets import IMAGE_EXTENSIONS, is_hidden
+from halsal.data.fetch import cars, folder, imagenet, official
+from halsal.data.fetch.common import IMAGE_EXTS, Build
 from halsal.errors import HalsalError
 from halsal.io import write_json, write_tsv
 
-DATASETS = ("flowers102", "cub200", "cars196", "imagenet_val", "folder")
-IMAGE_EXTS = IMAGE_EXTENSIONS  # one list, halsal.data.datasets (the folder indexer uses it too)
+__all__ = ["BUILDERS", "DATASETS", "IMAGE_EXTS", "READY", "Build", "fetch_dataset", "load_checksums", "read_ready"]
+
 READY = "READY.json"
 PARTIAL = ".halsal-partial"
 FORMAT_VERSION = 1
+
+# name -> builder; each fills in a Build (halsal.data.fetch.common) from downloads or a user source
+BUILDERS: dict[str, Callable[[Build], None]] = {
+    "flowers102": official.build_flowers102,
+    "cub200": official.build_cub200,
+    "cars196": cars.build_cars196,
+    "imagenet_val": imagenet.build_imagenet_val,
+    "folder": folder.build_folder,
+}
+DATASETS = tuple(BUILDERS)
 
 
 def load_checksums() -> dict:
     """The shipped registry of known files (halsal/resources/checksums.json)."""
     text = resources.files("halsal").joinpath("resources/checksums.json").read_text()
     return json.loads(text)
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
-
-
-def class_dir(class_id: int, name: str, width: int = 3) -> str:
-    return f"{class_id:0{width}d}_{slug(name)}"
-
-
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTS and not is_hidden(path.name)
-
-
-def place(src: Path, dst: Path, mode: str) -> None:
-    """Put ``src`` at ``dst``: ``move`` (our own extraction) or ``link`` (a user's files:
-    hard link when on the same file system, else copy; the user's tree is never modified)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if mode == "move":
-        os.replace(src, dst)
-        return
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-@dataclass
-class Build:
-    """What a dataset builder gets (``ctx``) and fills in (records, classes, verified)."""
-
-    name: str
-    root: Path
-    entry: dict
-    source: list[Path]
-    progress: bool
-    options: dict
-    records: list[tuple[str, int, str, str]] = field(default_factory=list)
-    classes: list[tuple] = field(default_factory=list)
-    verified: dict[str, dict] = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
-    absolute_paths: bool = False
-
-    @property
-    def downloads(self) -> Path:
-        return self.root / "downloads"
-
-    @property
-    def images(self) -> Path:
-        return self.root / "images"
-
-    @property
-    def staging(self) -> Path:
-        return self.root / ".extract"
-
-    def add(self, dst: Path, class_id: int, class_name: str, split: str) -> None:
-        path = str(dst) if self.absolute_paths else dst.relative_to(self.root).as_posix()
-        self.records.append((path, int(class_id), class_name, split))
-
-
-def _builders() -> dict[str, Callable[[Build], None]]:
-    from halsal.data import fetch_cars, fetch_folder, fetch_imagenet, fetch_official
-
-    return {
-        "flowers102": fetch_official.build_flowers102,
-        "cub200": fetch_official.build_cub200,
-        "cars196": fetch_cars.build_cars196,
-        "imagenet_val": fetch_imagenet.build_imagenet_val,
-        "folder": fetch_folder.build_folder,
-    }
 
 
 def read_ready(root: str | os.PathLike) -> dict | None:
@@ -185,7 +124,7 @@ def fetch_dataset(
     sources = [Path(s).expanduser().absolute() for s in _as_list(source)]
     ctx = Build(name, root, registry.get(name, {}), sources, progress, options)
     _start(ctx)
-    _builders()[name](ctx)
+    BUILDERS[name](ctx)
     _finish(ctx)
     return root
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from halsal.data.fetch import Build, class_dir, place
-from halsal.data.fetch_download import verify_placed
-from halsal.data.fetch_extract import extract_archive, is_archive
+from halsal.data.fetch.common import Build, class_dir, place
+from halsal.data.fetch.download import verify_placed
+from halsal.data.fetch.extract import extract_archive, is_archive
 from halsal.errors import HalsalError
 
 CLASSIC = ("cars_train.tgz", "cars_test.tgz", "car_devkit.tgz", "cars_test_annos_withlabels.mat")

@@ -15,7 +15,7 @@ import csv
 import re
 from pathlib import Path
 
-from halsal.data.fetch import Build, is_image
+from halsal.data.fetch.common import Build, is_image
 from halsal.errors import HalsalError
 
 _NUMBERED = re.compile(r"^(\d+)[_.\-](.+)$")

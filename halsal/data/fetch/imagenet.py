@@ -21,9 +21,9 @@ import random
 import re
 from pathlib import Path
 
-from halsal.data.fetch import Build, is_image, place
-from halsal.data.fetch_download import verify_placed
-from halsal.data.fetch_extract import extract_tar
+from halsal.data.fetch.common import Build, is_image, place
+from halsal.data.fetch.download import verify_placed
+from halsal.data.fetch.extract import extract_tar
 from halsal.errors import HalsalError
 
 VAL_TAR, DEVKIT = "ILSVRC2012_img_val.tar", "ILSVRC2012_devkit_t12.tar.gz"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from halsal.data.fetch import Build, class_dir, place
-from halsal.data.fetch_download import download_file, expected_digests
-from halsal.data.fetch_extract import extract_archive
+from halsal.data.fetch.common import Build, class_dir, place
+from halsal.data.fetch.download import download_file, expected_digests
+from halsal.data.fetch.extract import extract_archive
 from halsal.errors import HalsalError
 
 
