@@ -52,9 +52,13 @@ lint: $(STAMP)
 dryrun-paper: $(STAMP)
 	$(BIN)/snakemake -n --quiet rules --configfile config/paper.yaml
 
+# The CPU benchmarks of bench/README.md (each a few minutes at most on a 2-core CPU); the
+# saliency-lever and Step-1 studies need a finished `make run` tree and run by hand.
 bench: $(STAMP)
 	$(BIN)/python bench/bench_decode.py
 	$(BIN)/python bench/bench_train_input.py
+	$(BIN)/python bench/bench_step.py --batch 8 --steps 2 --rounds 2 --threads 1
+	$(BIN)/python bench/bench_startup.py
 
 # Everything that needs a CUDA GPU (GPU tests, DALI mixed decode, step benchmark), as one
 # markdown table for docs/benchmarks.md. Uses the machine's own $(PYTHON) with its torch, not

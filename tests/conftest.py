@@ -1,4 +1,9 @@
-"""Shared test setup: caches in a temp dir, the real-photo folder, tiny fixtures."""
+"""Shared test setup: caches in a temp dir, the real-photo folder, tiny fixtures, the Snakemake
+command line, the report's fake results tree and where artefacts go.
+
+Tests take these as fixtures (``tiny``, ``repo``, ``shared_data``, ``eq3_gradient``,
+``snakemake``, ``job_counts``, ``fake_results``, ``artifacts_dir``) and do not import each other.
+"""
 
 import os
 import tempfile
@@ -63,6 +68,18 @@ def tiny(tmp_path_factory):
                       source_prepared=root / "src" / "prepared", source_split=root / "src" / "seed0.tsv", cfg=cfg,
                       input_size=64)
     return root
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    """The checkout's root."""
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def eq3_gradient():
+    """``eq3_gradient(model, x)``: see :func:`assert_eq3_gradient`."""
+    return assert_eq3_gradient
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""A fake finished results tree for the report tests (no training, no torch).
+"""A fake finished results tree for the report tests (no training, no torch). Tests reach it
+through the ``fake_results`` fixture of conftest.py, never by importing it.
 
 Accuracies follow a known formula so tests can assert exact table values:
     baseline    = 0.30 + 0.10 * (position of k) + 0.01 * seed

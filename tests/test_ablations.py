@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.test_workflow import REPO, job_counts, snakemake
+from tests.conftest import REPO
+from tests.conftest import count_jobs as job_counts, run_snakemake as snakemake
 
 PAPER = str(REPO / "config/paper.yaml")
 METHODS_CFG = REPO / "config/test_methods.yaml"

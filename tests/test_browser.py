@@ -5,7 +5,8 @@ fake results tree), runs it and `snakemake --report`, then opens the page in
 /usr/bin/chromium: the categories are listed, Table 1 (with the dead-map warning: the fixture
 kills one Approach B map), the Saliency health table and a qualitative grid open, the
 console shows no errors, nothing is fetched from the network (the page is self-contained),
-and a screenshot is saved to tests/artifacts/report.png.
+and a screenshot is saved as report.png under the test's tmp_path (or the folder named by
+HALSAL_TEST_ARTIFACTS, see conftest.py's ``artifacts_dir``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures_report import build_workflow
-
 pytestmark = pytest.mark.slow
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CATEGORIES = ["Tables", "Accuracy vs k", "Ablations", "Qualitative", "Run details"]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -35,10 +33,10 @@ def _chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def report_html(tmp_path_factory) -> Path:
+def report_html(tmp_path_factory, fake_results) -> Path:
     # HALSAL_REPORT_REPO: test the rules of another checkout (default: this one).
     repo = Path(os.environ.get("HALSAL_REPORT_REPO", Path(__file__).resolve().parents[1]))
-    root = build_workflow(tmp_path_factory.mktemp("wf"), sys.executable, repo=repo)
+    root = fake_results.build_workflow(tmp_path_factory.mktemp("wf"), sys.executable, repo=repo)
     env = dict(os.environ, PATH=f"{root / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                MPLCONFIGDIR=str(root / ".cache" / "mpl"), XDG_CACHE_HOME=str(root / ".cache"),
                # report.smk imports halsal.report.smk at parse time
@@ -51,7 +49,7 @@ def report_html(tmp_path_factory) -> Path:
     return root / "report.html"
 
 
-def test_report_renders_in_chromium(report_html, tmp_path):
+def test_report_renders_in_chromium(report_html, tmp_path, artifacts_dir):
     chromium = _chromium()
     sync_api = pytest.importorskip("playwright.sync_api", reason="Python package playwright not installed "
                                    "(pip install -c requirements/constraints.txt playwright)")
@@ -113,8 +111,7 @@ def test_report_renders_in_chromium(report_html, tmp_path):
                                timeout=15000)
         widths = page.evaluate("() => [...document.images].map(i => i.naturalWidth)")
         assert max(widths) > 200, widths
-        ARTIFACTS.mkdir(exist_ok=True)
-        shot = ARTIFACTS / "report.png"
+        shot = artifacts_dir / "report.png"
         page.screenshot(path=str(shot), full_page=False)
         browser.close()
     print(f"report screenshot: {shot}")

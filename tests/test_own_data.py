@@ -13,7 +13,7 @@ import yaml
 from halsal.report.data_section import write_data_section
 from halsal.report.tables import accuracy_cells, accuracy_html
 from tests.conftest import REPO, shared_dataset
-from tests.test_workflow import job_counts, snakemake
+from tests.conftest import count_jobs as job_counts, run_snakemake as snakemake
 
 # --- the Data section, from files written by hand ------------------------------------------------
 
@@ -185,3 +185,12 @@ def test_own_folder_dataset_data_section_reindex_and_policies(tmp_path):
     assert items[items.item == "dropped_class"]["count"].tolist() == [4]
     again = snakemake(target, "-n", "--configfile", str(tmp_path / "own.yaml"), cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_a_per_class_subset_of_a_paper_dataset_is_not_compared():
+    """`datasets.<name>.per_class` makes the report pass the kind as '<kind>-subset'."""
+    from halsal.report.paper import comparability
+
+    assert comparability("flowers", "flowers102", 102, ["1", "5"]) is None
+    why = comparability("flowers", "flowers102-subset", 102, ["1", "5"])
+    assert why and "per-class subset of flowers102" in why

@@ -6,7 +6,7 @@ import re
 import yaml
 
 from tests.conftest import REPO, shared_dataset
-from tests.test_workflow import job_counts, snakemake
+from tests.conftest import count_jobs as job_counts, run_snakemake as snakemake
 
 PHOTOS = REPO / "config/photos.yaml"
 METHODS = ["baseline", "scratch_sal", "smic", "approach_a", "approach_b"]

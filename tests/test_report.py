@@ -17,8 +17,8 @@ from halsal.report.health import DEAD_THRESHOLD, dead_warnings, health_table
 from halsal.report.paper import SMIC_SPECTRAL_LABEL, paper_table, paper_value
 from halsal.report.stats import mean_ci, paired_differences, two_level_bootstrap
 from halsal.report.tables import accuracy_cells, write_tables
-from tests.fixtures_report import VARIANT, build_tree, metrics_paths
 
+VARIANT = "d4-pool2-eq2"  # the fake tree's main variant (tests/fixtures_report.py)
 METHODS = ["baseline", "scratch_sal", "approach_a", "approach_b"]
 KS = ["1", "3", "K"]
 # approach_a at k=3 is configured but has no runs at all: its cell must read "missing".
@@ -28,15 +28,26 @@ DEAD = {("synth_fine", "scratch_sal", "1", s) for s in (0, 1, 2)} | {("synth_fin
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
+def results(tmp_path_factory, fake_results):
+    assert fake_results.VARIANT == VARIANT
     root = tmp_path_factory.mktemp("rep")
-    return build_tree(root, skip=SKIP, dead=DEAD,
-                      variants=["d2-pool2-eq2", "d3-pool2-eq2", "d4-pool1-eq2", "d4-conv3-eq2"])
+    return fake_results.build_tree(root, skip=SKIP, dead=DEAD,
+                                   variants=["d2-pool2-eq2", "d3-pool2-eq2", "d4-pool1-eq2", "d4-conv3-eq2"])
 
 
 @pytest.fixture(scope="module")
-def runs(results):
-    return collect_runs(metrics_paths(results))
+def runs(results, fake_results):
+    return collect_runs(fake_results.metrics_paths(results))
+
+
+@pytest.fixture
+def build_tree(fake_results):
+    return fake_results.build_tree
+
+
+@pytest.fixture
+def metrics_paths(fake_results):
+    return fake_results.metrics_paths
 
 
 def _cell(cells, method, k):
@@ -108,8 +119,13 @@ def test_paired_difference_ci_known_example(runs):
     b1 = d[(d.method == "approach_b") & (d.k == "1")].iloc[0]  # fixture diffs: 1, 2, 3 points
     assert b1.n == 3 and b1.mean_diff == pytest.approx(2.0)
     assert b1.ci_low == pytest.approx(-0.4841, abs=1e-3) and b1.verdict == "within noise"
+    # approach_a lacks k=3 entirely: its rows are k=1 and K, and AVG (seeds complete in k) has no seeds.
+    assert d[d.method == "approach_a"].k.tolist() == ["1", "K", "AVG"]
     a = d[(d.method == "approach_a") & (d.k == "AVG")].iloc[0]
-    assert a.n == 0 or a.verdict != "within noise"  # approach_a lacks k=3 entirely -> AVG has no seeds
+    assert (a.n, a.seeds, a.ci_method, a.verdict) == (0, "", "none", "undetermined (needs 2+ seeds)")
+    assert math.isnan(a.mean_diff) and math.isnan(a.boot_mean)
+    a1 = d[(d.method == "approach_a") & (d.k == "1")].iloc[0]  # fixture: approach_a = baseline + 2 points
+    assert (a1.n, a1.mean_diff, a1.seeds) == (3, pytest.approx(2.0), "0,1,2")
     assert mean_ci([2.0])[3] == "none (1 seed)"
     many = mean_ci(np.arange(12, dtype=float))
     assert many[3] == "bootstrap" and many[1] < 5.5 < many[2]
@@ -139,7 +155,7 @@ def test_cli_end_to_end_plots_and_grids(results, tmp_path, monkeypatch):
         _png_ok(out / "qual" / "synth_fine" / f"{name}.png", 50_000)
 
 
-def test_absent_run_sets_give_not_run_panels(tmp_path, monkeypatch):
+def test_absent_run_sets_give_not_run_panels(tmp_path, monkeypatch, build_tree, metrics_paths):
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
     from halsal.report.plots import ablation_plot
     from halsal.report.qualitative import case_grid
@@ -209,7 +225,7 @@ def test_dead_map_warning_names_method_dataset_ks_and_counts(runs, tmp_path):
     assert health[(health.method == "approach_b") & (health.k == "K") & (health.variant == VARIANT)].n_dead.item() == 1
 
 
-def test_no_warning_when_every_map_is_alive_and_a_killed_map_is_caught(tmp_path):
+def test_no_warning_when_every_map_is_alive_and_a_killed_map_is_caught(tmp_path, build_tree, metrics_paths):
     import json
 
     results = build_tree(tmp_path / "t", ks=("1", "3"), seeds=(0,))
@@ -271,7 +287,7 @@ def test_paired_differences_report_both_intervals(runs):
 # --- SMIC naming ----------------------------------------------------------------------------
 
 
-def test_smic_with_spectral_residual_maps_is_named_and_not_compared(tmp_path):
+def test_smic_with_spectral_residual_maps_is_named_and_not_compared(tmp_path, build_tree, metrics_paths):
     import json
 
     results = build_tree(tmp_path / "t", datasets=("flowers102",), methods=("baseline", "smic"), ks=("1",),

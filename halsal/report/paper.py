@@ -2,8 +2,9 @@
 
 The tables ship as package data (``halsal/resources/paper/table*_*.tsv``, accuracy in %),
 one row per (arch, dataset, method) with columns ``k=1 .. k=K`` and the printed ``AVG``.
-The printed AVG is never used: it is off for three rows (see /work/shared/paper/README.md),
-so the report recomputes the average over the k columns it shows.
+The printed AVG is never used: for three rows it is not the mean of the ten k columns (the
+paper's Tables 1-2; see ``shared/paper/README.md`` beside the checkout), so the report
+recomputes the average over the k columns it shows.
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ def comparability(name: str, kind: str | None, num_classes=None, ks=()) -> str |
     run finished), and at least one of its k values is in the paper (``ks``).
     """
     pdata, is_paper = paper_dataset(name, kind)
+    if kind and kind.endswith("-subset"):
+        return f"{name} is a per-class subset of {kind.removesuffix('-subset')} (datasets.{name}.per_class), not the whole dataset"
     if not is_paper:
         what = f"a {kind} dataset" if kind else "not a dataset of the paper"
         return f"{name} is {what} (only kind flowers102, cub200 or cars196, fetched in full, is the paper's data)"
