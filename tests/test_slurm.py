@@ -30,8 +30,7 @@ TOY = HERE / "toy" / "Snakefile"
 _PROFILE = yaml.safe_load((PROFILE / "config.yaml").read_text())
 # Minutes per fine-tuning run: the profile's runtime is "<minutes> * len(input.split)", one
 # split file per run of the job.
-FINETUNE_RUNTIME_MIN = int(re.match(r"\s*(\d+)\s*\*\s*len\(input\.split\)\s*$",
-                                    str(_PROFILE["set-resources"]["finetune"]["runtime"])).group(1))
+FINETUNE_RUNTIME_MIN = int(re.match(r"\s*(\d+)\s*\*", str(_PROFILE["set-resources"]["finetune"]["runtime"])).group(1))
 GROUP_SIZE = int(dict(g.split("=") for g in _PROFILE["group-components"])["finetune"])
 # Fine-tuning jobs bundled into one SLURM job in the toy test (the profile's default is 1, as
 # each real job already trains a batch of runs; users of train.finetune_batch: run raise it).
@@ -210,3 +209,15 @@ def test_real_tiny_workflow_through_slurm_profile(cluster, tmp_path):
         m = json.loads(path.read_text())
         assert 0.0 <= m["test_acc"] <= 1.0 and 0.0 <= m["val_acc"] <= 1.0
         assert m["synthetic"] is True  # config/test.yaml is synthetic data
+
+
+def test_profile_finetune_time_limit_counts_runs_not_characters():
+    """A job of one run has input.split as one path (Snakemake collapses a 1-item list): its time
+    limit is one run's, not 15 x the path's length; a job of n runs asks for n x 15 min."""
+    from types import SimpleNamespace
+
+    for rule in ("finetune", "finetune_ablation"):
+        expr = str(_PROFILE["set-resources"][rule]["runtime"])
+        one = eval(expr, {}, {"input": SimpleNamespace(split="results/splits/flowers102/seed0.tsv")})
+        many = eval(expr, {}, {"input": SimpleNamespace(split=["a.tsv"] * 30)})
+        assert (one, many) == (FINETUNE_RUNTIME_MIN, 30 * FINETUNE_RUNTIME_MIN)
