@@ -2,7 +2,8 @@
 #   make run   - create .venv, run the default (synthetic, offline) workflow, write reports/report.html
 #   make test  - create .venv, run the test suite
 #   make photos - optional: the reduced real photographs of ../shared/data (config/photos.yaml,
-#                about an hour on a 2-core CPU), writes reports/photos.html
+#                about an hour on a 2-core CPU), writes reports/photos.html and the numbers of
+#                docs/results-photos.md (between its generated-block markers, timed)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -36,9 +37,12 @@ photos: $(STAMP)
 	@for d in flowers102 cub200 tiny_imagenet; do test -d $(PHOTOS_DATA)/$$d/images || { \
 	  echo "make photos: $(PHOTOS_DATA)/$$d/images is missing; config/photos.yaml reads the reduced photographs" \
 	       "from $(PHOTOS_DATA) beside the checkout (see docs/results-photos.md)" >&2; exit 2; }; done
-	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) --configfile $(PHOTOS_CONFIG)
-	$(BIN)/snakemake --cores 1 --configfile $(PHOTOS_CONFIG) --report reports/photos.html
-	@echo "Report: reports/photos.html"
+	@start=$$(date +%s) && \
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) --configfile $(PHOTOS_CONFIG) && \
+	$(BIN)/snakemake --cores 1 --configfile $(PHOTOS_CONFIG) --report reports/photos.html && \
+	$(BIN)/python -m halsal publish-md --markdown results/report/results.md --doc docs/results-photos.md \
+	  --images-dir results-photos --command "make photos" --elapsed-s $$(( $$(date +%s) - start ))
+	@echo "Report: reports/photos.html; results: docs/results-photos.md (its generated block)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

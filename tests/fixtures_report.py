@@ -213,6 +213,13 @@ rule fake_manifest:
         "cp {{FIX}}/{{output}} {{output}}"
 
 
+rule fake_models:
+    output:
+        "results/models/{{arch}}/{{name}}.json",
+    shell:
+        "cp {{FIX}}/{{output}} {{output}}"
+
+
 rule fake_split:
     output:
         "results/splits/{{dataset}}/seed{{seed}}.tsv",
@@ -237,6 +244,21 @@ def write_data_files(results: Path, dataset: str, seeds=(0, 1, 2), val_per_class
             results / "splits" / dataset / f"seed{seed}.tsv", sep="\t", index=False)
 
 
+BACKBONE_INFO = {"arch": "alexnet", "weights": "scratch", "source": "trained from scratch on the source set",
+                 "best_epoch": 12, "val_acc": 0.25, "test_acc": 0.3, "epochs": 30, "num_classes": 200}
+STEP1_INFO = {"arch": "alexnet", "variant": VARIANT, "best_epoch": 4, "val_acc": 0.26, "test_acc": 0.31, "epochs": 10,
+              "saliency": {"before": {"n": 8, "mean": 0.04, "dead_fraction": 0.0},
+                           "test": {"n": 8, "mean": 0.2, "dead_fraction": 0.125}}}
+
+
+def write_models(results: Path, arch: str = "alexnet") -> None:
+    """Step 0's and Step 1's JSON (``BACKBONE_INFO``, ``STEP1_INFO``) as the training steps write them."""
+    models = Path(results) / "models" / arch
+    models.mkdir(parents=True, exist_ok=True)
+    (models / "backbone.json").write_text(json.dumps(BACKBONE_INFO))
+    (models / f"saliency_{VARIANT}.json").write_text(json.dumps(STEP1_INFO))
+
+
 def build_workflow(root, python: str, repo: Path = REPO) -> Path:
     """A tiny finished-able workflow in ``root``: config, Snakefile, fixture tree, `halsal` shim on bin/."""
     root = Path(root)
@@ -245,6 +267,7 @@ def build_workflow(root, python: str, repo: Path = REPO) -> Path:
     write_dataset(results, "synth_source", 4, TEST_PER_CLASS + 4, 32, seed=1)  # Step 0-1's source set
     write_data_files(results, "synth_fine")
     write_data_files(results, "synth_source", seeds=(0,))
+    write_models(results)
     (root / "config").mkdir(parents=True, exist_ok=True)
     (root / "config" / "config.yaml").write_text(TINY_CONFIG)
     (root / "Snakefile").write_text(TINY_SNAKEFILE.format(repo=repo, fixture=root / "fixture"))

@@ -45,6 +45,7 @@ def test_photos_dry_run_lists_the_grid(tmp_path):
     assert counts["index_folder"] == 3 and counts["prepare"] == 3  # flowers102, cub200, tiny_imagenet
     assert counts["split"] == 1 + 2 * 3  # the source set's seed 0; each target's three seeds
     assert counts["backbone"] == 1 and counts["pretrain_saliency"] == 1 and counts["smic_maps"] == 2
+    assert counts["report_markdown"] == 1  # results/report/results.md -> docs/results-photos.md (make photos)
     runs = set(re.findall(r"results/runs/(alexnet/\S+?)/metrics\.json", proc.stdout))
     assert runs == {f"alexnet/{d}/{m}/d4-pool2-eq2/k{k}/seed{s}" for d in ("flowers102", "cub200") for m in METHODS
                     for k in (1, 3, 5, 10) for s in (0, 1, 2)}

@@ -100,7 +100,7 @@ def test_every_rule_has_log_benchmark_conda_resources_message(parsed_rules):
     # The stages' rules; the rest are targets (all, table1, ...) that run nothing.
     assert {"generate_synthetic", "index_folder", "fetch", "split", "prepare", "backbone", "pretrain_saliency",
             "smic_maps", "finetune", "finetune_ablation", "aggregate", "report_tables", "report_plots",
-            "report_qualitative", "report_data"} <= set(jobs)
+            "report_qualitative", "report_data", "report_markdown"} <= set(jobs)
     assert all(not r["shell"] for r in parsed_rules.values() if not r["runs"])
     for name, r in jobs.items():
         assert len(r["log"]) == 1 and re.search(r"\{log(:q)?\}", r["shell"]), f"{name}: no log, or its log is not written"

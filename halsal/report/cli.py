@@ -1,4 +1,5 @@
-"""Report subcommands of the `halsal` CLI: aggregate, tables, plots, qualitative.
+"""Report subcommands of the `halsal` CLI: aggregate, tables, plots, qualitative, data-report,
+results-md, publish-md.
 
 ``register(subparsers)`` adds them to halsal/cli.py's parser (``halsal <command>``); the
 commands only parse arguments and call halsal.report's functions.
@@ -101,3 +102,7 @@ def register(subparsers) -> None:
     from halsal.report.data_section import register as register_data
 
     register_data(subparsers)  # data-report: the report's Data section
+
+    from halsal.report.results_md import register as register_md
+
+    register_md(subparsers)  # results-md, publish-md: the results as Markdown for a docs page

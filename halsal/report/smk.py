@@ -21,6 +21,7 @@ def report_targets(report_dir: str = REPORT_DIR) -> list[str]:
         f"{report_dir}/plots/figure3_fusion.png",
         f"{report_dir}/plots/learning_curves.png",
         f"{report_dir}/qualitative",
+        f"{report_dir}/results.md",
     ]
 
 

@@ -196,6 +196,8 @@ rule report_qualitative:
         variant=" ".join(f"{a}={v}" for a, v in VARIANTS.items()),
         datasets=list(config["datasets"]),
         arch=config["archs"][0],
+        # results/prepared/<dataset>/images.npy -> results
+        results_root=lambda wildcards, input: os.path.dirname(os.path.dirname(os.path.dirname(input.images[0]))),
     log:
         f"{LOGS}/report/qualitative.log",
     benchmark:
@@ -210,7 +212,7 @@ rule report_qualitative:
         "Qualitative grids (paper Tables 3-4) and saliency galleries"
     shell:
         "python -m halsal qualitative --runs {input.runs:q} --outdir {output.grids:q} --variant {params.variant} "
-        "--results-root results --datasets {params.datasets} --arch {params.arch} > {log:q} 2>&1"
+        "--results-root {params.results_root:q} --datasets {params.datasets} --arch {params.arch} > {log:q} 2>&1"
 
 
 # The Data section: per dataset (and the source set, where a step uses it), the images
@@ -244,6 +246,8 @@ rule report_data:
         seeds=config["seeds"],
         kinds=[f"{d}={dataset_spec(d)['kind']}" for d in DATA_ALL],
         policies=[f"{d}={data_policy(d, 'on_bad_image')},{data_policy(d, 'too_few_images')}" for d in DATA_ALL],
+        # results/datasets/<dataset>/index.tsv -> results
+        results_root=lambda wildcards, input: os.path.dirname(os.path.dirname(os.path.dirname(input.index[0]))),
     log:
         f"{LOGS}/report/data.log",
     benchmark:
@@ -257,6 +261,51 @@ rule report_data:
     message:
         "Data section: images used, skipped files, dropped classes and ignored files of {params.targets}"
     shell:
-        "python -m halsal data-report --results-root results --targets {params.targets} {params.source} "
+        "python -m halsal data-report --results-root {params.results_root:q} --targets {params.targets} {params.source} "
         "--seeds {params.seeds} --kinds {params.kinds} --policies {params.policies} --html {output.html:q} "
         "--tsv {output.tsv:q} --summary-tsv {output.summary_tsv:q} > {log:q} 2>&1"
+
+
+# The results as one Markdown section (docs/results-photos.md): the tables above, Step 0/1 on
+# the source set, every job's wall time (benchmarks/, read, not declared: no rule outputs them)
+# and a few plots. `halsal publish-md` (make photos) splices it into the docs page.
+MD_ARCH = config["archs"][0]
+MD_STEP1 = bool(set(config["methods"]) & FROM_STEP1)
+
+
+rule report_markdown:
+    input:
+        table=f"{REPORT}/table_{MD_ARCH}.tsv",
+        differences=f"{REPORT}/differences.tsv",
+        health=f"{REPORT}/saliency_health.tsv",
+        data=f"{REPORT}/data_summary.tsv",
+        plots=f"{REPORT}/plots/accuracy",
+        qualitative=f"{REPORT}/qualitative",
+        backbone=f"results/models/{MD_ARCH}/backbone.json",
+        step1=[f"results/models/{MD_ARCH}/saliency_{VARIANTS[MD_ARCH]}.json"] if MD_STEP1 else [],
+    output:
+        md=f"{REPORT}/results.md",
+        images=directory(f"{REPORT}/results_md"),
+    params:
+        report_dir=lambda wildcards, input: os.path.dirname(input.table),
+        step1=lambda wildcards, input: f"--saliency {input.step1}" if input.step1 else "",
+        datasets=list(config["datasets"]),
+        arch=MD_ARCH,
+        source=SOURCE,
+        benchmarks=BENCH,
+    log:
+        f"{LOGS}/report/markdown.log",
+    benchmark:
+        f"{BENCH}/report/markdown.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    message:
+        "Results as Markdown (tables, Step 0/1, wall time per stage, plots) -> {output.md}"
+    shell:
+        "python -m halsal results-md --report-dir {params.report_dir:q} --arch {params.arch} --out {output.md:q} "
+        "--benchmarks {params.benchmarks:q} --backbone {input.backbone:q} {params.step1} --source {params.source} "
+        "--datasets {params.datasets} > {log:q} 2>&1"

@@ -1,0 +1,155 @@
+"""The results as Markdown (halsal/report/results_md.py): the docs page's numbers come from the
+report's own TSV/JSON files and the jobs' benchmark files, spliced between the page's markers."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from halsal.cli import main as halsal_main
+from halsal.errors import HalsalError
+from halsal.report import results_md
+from halsal.report.aggregate import collect_runs
+from halsal.report.tables import write_tables
+
+VARIANT = "d4-pool2-eq2"
+KS = ["1", "3", "K"]
+DEAD = {("synth_fine", "approach_b", "K", 1)}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, fake_results):
+    """A report folder (tables of the fake tree), Step 0/1 JSON, benchmark files and two plots."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("md")
+    results = fake_results.build_tree(root, dead=DEAD)
+    runs = collect_runs(fake_results.metrics_paths(results))
+    rep = results / "report"
+    write_tables(runs, rep, VARIANT, configured_archs=["alexnet"], datasets=["synth_fine"],
+                 methods=["baseline", "scratch_sal", "approach_a", "approach_b"], ks=KS, synthetic_datasets=["synth_fine"])
+    fake_results.write_models(results)
+    bench = root / "benchmarks"
+    for rel, s in {"backbone/alexnet.tsv": 100.0, "finetune/alexnet/synth_fine/baseline/d4-pool2-eq2.tsv": 10.0,
+                   "finetune/alexnet/synth_fine/approach_b/d4-pool2-eq2.tsv": 20.0,
+                   "finetune/alexnet/other/approach_b/d4-pool2-eq2.tsv": 30.0}.items():
+        (bench / rel).parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"s": [s], "h:m:s": ["0:00:00"], "cpu_time": [s / 2]}).to_csv(bench / rel, sep="\t", index=False)
+    for rel in ("plots/accuracy/alexnet/synth_fine/improvement.png", "qualitative/synth_fine/saliency.png"):
+        (rep / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (1520, 600), "white").save(rep / rel)
+    return {"rep": rep, "bench": bench, "models": results / "models" / "alexnet"}
+
+
+@pytest.fixture(scope="module")
+def rendered(report):
+    out = report["rep"] / "results.md"
+    text = results_md.render(report["rep"], "alexnet", out, bench_dir=report["bench"],
+                             backbone_jsons=[report["models"] / "backbone.json"],
+                             saliency_jsons=[report["models"] / f"saliency_{VARIANT}.json"],
+                             source="tiny_imagenet", datasets=["synth_fine"], title="Fixture")
+    assert out.read_text() == text
+    return text
+
+
+def _table(text: str, section: str) -> pd.DataFrame:
+    """The first Markdown table under the heading that starts with ``#### <section>``."""
+    body = text.split(f"#### {section}", 1)[1].split("\n####", 1)[0]
+    lines = [r.strip().strip("|") for r in body.splitlines() if r.startswith("|")]
+    header, rows = [c.strip() for c in lines[0].split("|")], lines[2:]
+    return pd.DataFrame([[c.strip() for c in r.split("|")] for r in rows], columns=header)
+
+
+def _one(table: pd.DataFrame, **where) -> pd.Series:
+    sel = table
+    for col, value in where.items():
+        sel = sel[sel[col] == value]
+    assert len(sel) == 1, (where, sel)
+    return sel.iloc[0]
+
+
+def test_accuracy_table_is_the_reports_cells_with_seed_counts(rendered):
+    acc = _table(rendered, "1.")
+    # fixture: Approach B at k=1 = 0.30 + 0.01 * seed + 0.01 * (seed + 1) -> 31, 33, 35 %
+    assert _one(acc, dataset="synth_fine", method="Approach B")["k=1"] == "33.0 ± 2.0 (n=3)"
+    assert _one(acc, dataset="synth_fine", method="Baseline-RGB")["k=3"] == "41.0 ± 1.0 (n=3)"
+    assert list(acc.columns) == ["dataset", "method", "k=1", "k=3", "k=K", "AVG"]  # synthetic: no paper column
+    assert "SMIC*" not in set(acc.method)  # not configured, not run: no row
+    assert "SYNTHETIC data — not a reproduction of the paper" in rendered
+
+
+def test_differences_carry_both_intervals(rendered):
+    d = _one(_table(rendered, "2."), difference="Approach B − Baseline-RGB", k="1")
+    assert (d.seeds, d["mean (points)"]) == ("3", "+2.0")  # the paired diffs 1, 2, 3 points
+    assert d["95% t over seeds"] == "[-0.5, +4.5]" and d["t verdict"] == "within noise"  # 2 +- 2.4841
+    assert d["95% two-level bootstrap"].startswith("[") and d["test images per seed"] == "200"
+
+
+def test_health_rows_show_dead_runs_and_object_ratio(rendered):
+    h = _table(rendered, "3.")
+    b = _one(h, dataset="synth_fine", method="Approach B", k="K")
+    # alive seeds 0 and 2: object ratio 2.5 after, 1.0 before (fixture maps)
+    assert b["dead map (runs)"] == "1 of 3" and b["object ratio: test (before)"] == "2.50 (1.00)"
+    a = _one(h, dataset="synth_fine", method="Approach A", k="1")
+    assert a["dead map (runs)"] == "0 of 3" and a["map mean: test (before)"] == "0.200 (0.500)"  # 0.1 * (seed + 1)
+
+
+def test_steps_and_wall_time(rendered):
+    steps = _table(rendered, "4.")
+    s0 = _one(steps, step="Step 0 (alexnet)")
+    assert list(s0[2:]) == ["200", "30", "12", "25.0%", "30.0%", "0.5%"]
+    s1 = _one(steps, step="Step 1 (alexnet, d4-pool2-eq2)")
+    assert "0.040 -> 0.200" in s1.what and "all-zero maps 12.5%" in s1.what and s1["val acc"] == "26.0%"
+    w = _table(rendered, "6.").set_index("stage")
+    # in workflow order; the file of dataset "other" (another configuration's) is not counted
+    assert list(w.index) == ["backbone", "finetune: approach_b", "finetune: baseline", "all jobs"]
+    assert list(w.loc["finetune: approach_b"]) == ["1", "20", "20", "10"]
+    assert list(w.loc["backbone"]) == ["1", "100", "100", "50"]
+    assert list(w.loc["all jobs"]) == ["3", "130", "100", "65"]
+
+
+def test_plots_copied_small(rendered, report):
+    from PIL import Image
+
+    for name in ("alexnet_synth_fine_improvement.png", "qualitative_synth_fine_saliency.png"):
+        assert f"(results_md/{name})" in rendered
+        with Image.open(report["rep"] / "results_md" / name) as im:
+            assert im.size == (760, 300)
+
+
+def test_publish_splices_between_markers_and_keeps_the_prose(rendered, report, tmp_path):
+    doc = tmp_path / "docs" / "page.md"
+    doc.parent.mkdir()
+    doc.write_text(f"# Page\n\nintro\n\n{results_md.BEGIN}\nold numbers\n{results_md.END}\n\n## After\nprose\n")
+    assert halsal_main(["publish-md", "--markdown", str(report["rep"] / "results.md"), "--doc", str(doc),
+                        "--images-dir", "page-img", "--elapsed-s", "3725", "--command", "make photos"]) == 0
+    text = doc.read_text()
+    assert text.startswith("# Page\n\nintro\n\n") and text.endswith(f"{results_md.END}\n\n## After\nprose\n")
+    assert "old numbers" not in text and "**Measured: `make photos` took 62 min 5 s**" in text
+    assert "](page-img/alexnet_synth_fine_improvement.png)" in text and "](results_md/" not in text
+    assert (doc.parent / "page-img" / "alexnet_synth_fine_improvement.png").is_file()
+    assert _one(_table(text, "3."), method="Approach B", k="K")["dead map (runs)"] == "1 of 3"
+    # again: the same page, the block replaced, not appended
+    results_md.publish(report["rep"] / "results.md", doc, "page-img")
+    assert doc.read_text().count(results_md.BEGIN) == 1 and "Measured" not in doc.read_text()
+
+
+def test_publish_refuses_a_page_without_markers_or_results(report, tmp_path):
+    doc = tmp_path / "page.md"
+    doc.write_text("# no markers\n")
+    with pytest.raises(HalsalError, match="page.md has no generated block"):
+        results_md.publish(report["rep"] / "results.md", doc)
+    assert doc.read_text() == "# no markers\n"
+    with pytest.raises(HalsalError, match="run the workflow first"):
+        results_md.publish(tmp_path / "absent.md", doc)
+
+
+def test_results_md_cli(report, tmp_path):
+    out = tmp_path / "r.md"
+    assert halsal_main(["results-md", "--report-dir", str(report["rep"]), "--out", str(out), "--benchmarks",
+                        str(report["bench"]), "--backbone", str(report["models"] / "backbone.json"),
+                        "--source", "src", "--datasets", "synth_fine"]) == 0
+    assert "backbone from scratch on src" in out.read_text()
+    assert json.loads((report["models"] / "backbone.json").read_text())["num_classes"] == 200
