@@ -10,7 +10,13 @@ map, object_ratio, test accuracy, and the first epoch at which the validation ma
     python bench/saliency_levers.py --results results [--levers adam_l2 sgd_paper ...]
 
 SYNTHETIC data (the default demo): the table says which settings keep the map alive there; it is
-the evidence behind the demo's defaults in docs/decisions.md ("Saliency health").
+the evidence behind the demo's defaults in docs/decisions.md ("Saliency health"). On the tree of
+`make photos` (real photographs), pass ``--real --dataset cub200 --source tiny_imagenet``; method
+``baseline`` gives the reference accuracy (no map):
+
+    python bench/saliency_levers.py --results results --real --dataset cub200 --source tiny_imagenet \
+        --levers adam_sal_lr_0.01x sgd_paper --methods baseline approach_b --ks 10 --seeds 0 \
+        --finetune '{"epochs": 15}'
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ks", nargs="*", default=["1", "5"])
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
     ap.add_argument("--finetune", default="{}", help="JSON overrides of the Step-2 settings for every lever")
+    ap.add_argument("--real", action="store_true", help="the dataset is real photographs (not SYNTHETIC)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args(argv)
@@ -101,24 +108,29 @@ def main(argv=None) -> int:
                                      backbone_pt=models / "backbone.pt",
                                      saliency_pt=saliency_pt if method != "scratch_sal" else None, out_dir=out,
                                      cfg=OptimConfig(**{**common_ft, **ft}), input_size=args.input_size,
-                                     synthetic=True)
+                                     synthetic=not args.real)
                         per.append((m, first_dead_epoch(out / "history.tsv")))
-                sal = [m["saliency"]["test"] for m, _ in per]
-                ratios = [s["object_ratio"] for s in sal if s["object_ratio"] is not None]
-                row = {"lever": lever, "method": method, "dead": sum(s["dead_fraction"] >= 0.5 for s in sal),
-                       "n": len(per), "mean_map": statistics.mean(s["mean"] for s in sal),
+                sal = [(m.get("saliency") or {}).get("test") for m, _ in per]
+                sal = [s for s in sal if s]  # Baseline-RGB has no map
+                ratios = [s["object_ratio"] for s in sal if s.get("object_ratio") is not None]
+                row = {"lever": lever, "method": method,
+                       "dead": sum(s["dead_fraction"] >= 0.5 for s in sal) if sal else None,
+                       "n": len(per), "mean_map": statistics.mean(s["mean"] for s in sal) if sal else None,
                        "object_ratio": statistics.mean(ratios) if ratios else None,
                        "test_acc": 100 * statistics.mean(m["test_acc"] for m, _ in per),
                        "first_dead_epoch": ",".join(e for _, e in per),
                        "step1_object_ratio": step1.get("object_ratio"), "seconds": time.perf_counter() - t0}
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
-    print(f"\nSYNTHETIC data ({args.dataset}), k in {args.ks}, seeds {args.seeds}; Step-2 base {common_ft}\n")
+    data = "real photographs" if args.real else "SYNTHETIC data"
+    print(f"\n{data} ({args.dataset}), k in {args.ks}, seeds {args.seeds}; Step-2 base {common_ft}\n")
     print("| lever | method | dead runs | mean map | object_ratio | test acc % | first dead val epoch per run |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = "-" if r["object_ratio"] is None else f"{r['object_ratio']:.2f}"
-        print(f"| {r['lever']} | {r['method']} | {r['dead']}/{r['n']} | {r['mean_map']:.3f} | {ratio} | "
+        dead = "no map" if r["dead"] is None else f"{r['dead']}/{r['n']}"
+        mean_map = "-" if r["mean_map"] is None else f"{r['mean_map']:.3f}"
+        print(f"| {r['lever']} | {r['method']} | {dead} | {mean_map} | {ratio} | "
               f"{r['test_acc']:.1f} | {r['first_dead_epoch']} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -54,3 +54,19 @@ def test_photos_dry_run_lists_the_grid(tmp_path):
     assert counts["finetune"] == {"all": 2 * 5, "seed": 2 * 5 * 3, "run": 120}[batch]
     # The per-class cap reaches the index command of each folder.
     assert len(re.findall(r"halsal index --root \.\./shared/data/\S+ .*--per-class 40 --per-class-seed 0", proc.stdout)) == 3
+
+
+def test_make_photos_publishes_into_the_docs_page():
+    """`make photos` ends by splicing the workflow's results.md into docs/results-photos.md
+    (halsal publish-md), timed; the page has exactly one generated block for it."""
+    import subprocess
+
+    from halsal.report.results_md import BEGIN, END
+
+    proc = subprocess.run(["make", "-n", "photos"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"halsal publish-md --markdown results/report/results\.md --doc docs/results-photos\.md "
+                     r"\\\s*--images-dir results-photos --command \"make photos\" --elapsed-s", proc.stdout), proc.stdout
+    page = (REPO / "docs/results-photos.md").read_text()
+    assert page.count(BEGIN) == 1 and page.count(END) == 1 and page.index(BEGIN) < page.index(END)

@@ -27,6 +27,9 @@ def report(tmp_path_factory, fake_results):
     root = tmp_path_factory.mktemp("md")
     results = fake_results.build_tree(root, dead=DEAD)
     runs = collect_runs(fake_results.metrics_paths(results))
+    runs.loc[(runs.method == "approach_b") & (runs.k == "K"), "best_epoch"] = 4  # the last of 4 epochs
+    runs_tsv = root / "runs.tsv"
+    runs.to_csv(runs_tsv, sep="\t", index=False)
     rep = results / "report"
     write_tables(runs, rep, VARIANT, configured_archs=["alexnet"], datasets=["synth_fine"],
                  methods=["baseline", "scratch_sal", "approach_a", "approach_b"], ks=KS, synthetic_datasets=["synth_fine"])
@@ -40,7 +43,7 @@ def report(tmp_path_factory, fake_results):
     for rel in ("plots/accuracy/alexnet/synth_fine/improvement.png", "qualitative/synth_fine/saliency.png"):
         (rep / rel).parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (1520, 600), "white").save(rep / rel)
-    return {"rep": rep, "bench": bench, "models": results / "models" / "alexnet"}
+    return {"rep": rep, "bench": bench, "models": results / "models" / "alexnet", "runs_tsv": runs_tsv}
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +52,17 @@ def rendered(report):
     text = results_md.render(report["rep"], "alexnet", out, bench_dir=report["bench"],
                              backbone_jsons=[report["models"] / "backbone.json"],
                              saliency_jsons=[report["models"] / f"saliency_{VARIANT}.json"],
-                             source="tiny_imagenet", datasets=["synth_fine"], title="Fixture")
+                             source="tiny_imagenet", datasets=["synth_fine"], title="Fixture",
+                             runs_tsv=report["runs_tsv"], variant=VARIANT)
     assert out.read_text() == text
     return text
 
 
 def _table(text: str, section: str) -> pd.DataFrame:
     """The first Markdown table under the heading that starts with ``#### <section>``."""
-    body = text.split(f"#### {section}", 1)[1].split("\n####", 1)[0]
-    lines = [r.strip().strip("|") for r in body.splitlines() if r.startswith("|")]
+    body = text.split(f"#### {section}", 1)[1].split("\n####", 1)[0] if section else text
+    lines = body[body.index("\n|") + 1:].split("\n\n", 1)[0].splitlines()  # the first block of table rows
+    lines = [r.strip().strip("|") for r in lines]
     header, rows = [c.strip() for c in lines[0].split("|")], lines[2:]
     return pd.DataFrame([[c.strip() for c in r.split("|")] for r in rows], columns=header)
 
@@ -78,6 +83,14 @@ def test_accuracy_table_is_the_reports_cells_with_seed_counts(rendered):
     assert list(acc.columns) == ["dataset", "method", "k=1", "k=3", "k=K", "AVG"]  # synthetic: no paper column
     assert "SMIC*" not in set(acc.method)  # not configured, not run: no row
     assert "SYNTHETIC data — not a reproduction of the paper" in rendered
+
+
+def test_selected_epochs_count_runs_that_stopped_at_the_last_epoch(rendered):
+    e = _table(rendered.split("Epoch selected on validation")[1], "")  # the table after that sentence
+    b = _one(e, dataset="synth_fine", method="Approach B")
+    assert b["runs that selected the last epoch"] == "3 of 9" and b["epochs"] == "4"
+    assert b["selected epoch: median (min-max)"] == "3 (3-4)"
+    assert list(e.method) == ["Baseline-RGB", "Baseline-RGB + scratch SAL", "Approach A", "Approach B"]
 
 
 def test_differences_carry_both_intervals(rendered):

@@ -97,6 +97,26 @@ def accuracy_md(table_tsv) -> tuple[str, list[str]]:
     return md_table(pd.DataFrame(rows)), notes
 
 
+def epochs_md(runs_tsv, arch: str, variant: str | None = None) -> str:
+    """Per dataset and method: the epoch selected on validation (median, range) and how many
+    runs selected the last epoch (many: training may have stopped too early)."""
+    r = pd.read_csv(runs_tsv, sep="\t")
+    r = r[(r.arch == arch) & ((r.variant == variant) if variant else True)]
+    if not len(r):
+        return "_(no runs)_\n"
+    labels = {name: m.label for name, m in spec.METHODS.items()}
+    rows = []
+    for (dataset, method), g in r.groupby(["dataset", "method"], sort=False):
+        last = int((g.best_epoch >= g.epochs).sum())
+        rows.append({"dataset": dataset, "method": labels.get(method, method), "epochs": int(g.epochs.max()),
+                     "selected epoch: median (min-max)": f"{g.best_epoch.median():g} ({g.best_epoch.min()}-{g.best_epoch.max()})",
+                     "runs that selected the last epoch": f"{last} of {len(g)}"})
+    order = {m.label: i for i, m in enumerate(spec.METHODS.values())}
+    out = pd.DataFrame(rows).sort_values(["dataset", "method"], key=lambda c: c.map(order) if c.name == "method" else c,
+                                         kind="stable")
+    return md_table(out)
+
+
 def differences_md(diff_tsv) -> str:
     d = _read(diff_tsv)
     if not len(d):
@@ -250,11 +270,13 @@ def default_plots(report_dir, arch: str, datasets, health_tsv=None) -> list[tupl
 
 
 def render(report_dir, arch: str, out_md, bench_dir="benchmarks", backbone_jsons=(), saliency_jsons=(),
-           source: str = "", source_classes: int | None = None, datasets=(), title: str = "Results") -> str:
+           source: str = "", source_classes: int | None = None, datasets=(), title: str = "Results",
+           runs_tsv=None, variant: str | None = None) -> str:
     """Write ``out_md`` (and its images in ``<out_md's folder>/results_md/``); returns the text."""
     report_dir, out_md = Path(report_dir), Path(out_md)
     health_tsv = report_dir / "saliency_health.tsv"
     acc, notes = accuracy_md(report_dir / f"table_{arch}.tsv")
+    runs_tsv = Path(runs_tsv) if runs_tsv else None
     synthetic = any("SYNTHETIC" in n for n in notes)
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
@@ -265,6 +287,11 @@ def render(report_dir, arch: str, out_md, bench_dir="benchmarks", backbone_jsons
         "Mean ± sample std over seeds (n = seeds) of the test accuracy at the epoch selected on "
         "validation accuracy; AVG over the k shown. Comparison with the paper, per dataset:\n",
         "\n".join(notes) + "\n", acc,
+    ]
+    if runs_tsv and runs_tsv.exists():
+        parts += ["Epoch selected on validation accuracy, per dataset and method (a run that selects its "
+                  "last epoch may have stopped learning too early):\n", epochs_md(runs_tsv, arch, variant)]
+    parts += [
         "#### 2. Approach A and Approach B minus Baseline-RGB\n",
         "Paired by seed (same split, same k-shot images); percentage points. Intervals: Student's t over "
         "the seeds' differences, and a two-level bootstrap (seeds, then test images within a seed, 2000 "
@@ -330,7 +357,7 @@ def publish(generated_md, doc, images_dir=None, elapsed_s: float | None = None, 
 def cmd_results_md(args) -> None:
     text = render(args.report_dir, args.arch, args.out, bench_dir=args.benchmarks, backbone_jsons=args.backbone,
                   saliency_jsons=args.saliency, source=args.source, source_classes=args.source_classes,
-                  datasets=args.datasets, title=args.title)
+                  datasets=args.datasets, title=args.title, runs_tsv=args.runs, variant=args.variant)
     print(f"results-md: {len(text.splitlines())} lines -> {args.out}")
 
 
@@ -352,6 +379,8 @@ def register(subparsers) -> None:
     p.add_argument("--source-classes", type=int, default=None, help="the source set's class count (chance level)")
     p.add_argument("--datasets", nargs="*", default=[], help="the target datasets (plots)")
     p.add_argument("--title", default="Results")
+    p.add_argument("--runs", default=None, help="results/tables/runs.tsv (the selected epoch of each run)")
+    p.add_argument("--variant", default=None, help="the main variant of --arch (default: every run of --arch)")
     p.set_defaults(func=cmd_results_md)
 
     p = subparsers.add_parser("publish-md", help="splice results-md's section into a docs page between its "

@@ -275,6 +275,7 @@ MD_STEP1 = bool(set(config["methods"]) & FROM_STEP1)
 
 rule report_markdown:
     input:
+        runs="results/tables/runs.tsv",
         table=f"{REPORT}/table_{MD_ARCH}.tsv",
         differences=f"{REPORT}/differences.tsv",
         health=f"{REPORT}/saliency_health.tsv",
@@ -291,6 +292,7 @@ rule report_markdown:
         step1=lambda wildcards, input: f"--saliency {input.step1}" if input.step1 else "",
         datasets=list(config["datasets"]),
         arch=MD_ARCH,
+        variant=VARIANTS[MD_ARCH],
         source=SOURCE,
         benchmarks=BENCH,
     log:
@@ -306,6 +308,7 @@ rule report_markdown:
     message:
         "Results as Markdown (tables, Step 0/1, wall time per stage, plots) -> {output.md}"
     shell:
-        "python -m halsal results-md --report-dir {params.report_dir:q} --arch {params.arch} --out {output.md:q} "
+        "python -m halsal results-md --report-dir {params.report_dir:q} --arch {params.arch} --variant {params.variant} "
+        "--runs {input.runs:q} --out {output.md:q} "
         "--benchmarks {params.benchmarks:q} --backbone {input.backbone:q} {params.step1} --source {params.source} "
         "--datasets {params.datasets} > {log:q} 2>&1"
