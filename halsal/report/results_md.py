@@ -97,24 +97,26 @@ def accuracy_md(table_tsv) -> tuple[str, list[str]]:
     return md_table(pd.DataFrame(rows)), notes
 
 
-def epochs_md(runs_tsv, arch: str, variant: str | None = None) -> str:
+def epochs_md(runs_tsv, arch: str, variant: str | None = None, datasets=()) -> str:
     """Per dataset and method: the epoch selected on validation (median, range) and how many
     runs selected the last epoch (many: training may have stopped too early)."""
+    from halsal.report.paper import method_labels
+
     r = pd.read_csv(runs_tsv, sep="\t")
     r = r[(r.arch == arch) & ((r.variant == variant) if variant else True)]
     if not len(r):
         return "_(no runs)_\n"
-    labels = {name: m.label for name, m in spec.METHODS.items()}
+    labels = method_labels(r)
+    d_order = {d: i for i, d in enumerate([*datasets, *sorted(set(r.dataset) - set(datasets))])}
+    m_order = {m: i for i, m in enumerate(spec.METHOD_NAMES)}
     rows = []
-    for (dataset, method), g in r.groupby(["dataset", "method"], sort=False):
+    for (dataset, method), g in sorted(r.groupby(["dataset", "method"]),
+                                       key=lambda item: (d_order[item[0][0]], m_order.get(item[0][1], 99))):
         last = int((g.best_epoch >= g.epochs).sum())
         rows.append({"dataset": dataset, "method": labels.get(method, method), "epochs": int(g.epochs.max()),
                      "selected epoch: median (min-max)": f"{g.best_epoch.median():g} ({g.best_epoch.min()}-{g.best_epoch.max()})",
                      "runs that selected the last epoch": f"{last} of {len(g)}"})
-    order = {m.label: i for i, m in enumerate(spec.METHODS.values())}
-    out = pd.DataFrame(rows).sort_values(["dataset", "method"], key=lambda c: c.map(order) if c.name == "method" else c,
-                                         kind="stable")
-    return md_table(out)
+    return md_table(pd.DataFrame(rows))
 
 
 def differences_md(diff_tsv) -> str:
@@ -290,7 +292,7 @@ def render(report_dir, arch: str, out_md, bench_dir="benchmarks", backbone_jsons
     ]
     if runs_tsv and runs_tsv.exists():
         parts += ["Epoch selected on validation accuracy, per dataset and method (a run that selects its "
-                  "last epoch may have stopped learning too early):\n", epochs_md(runs_tsv, arch, variant)]
+                  "last epoch may have stopped learning too early):\n", epochs_md(runs_tsv, arch, variant, datasets)]
     parts += [
         "#### 2. Approach A and Approach B minus Baseline-RGB\n",
         "Paired by seed (same split, same k-shot images); percentage points. Intervals: Student's t over "
