@@ -246,12 +246,15 @@ def wall_time_md(bench_dir, datasets=()) -> str:
 
 
 def copy_image(src, dst, width: int = IMAGE_WIDTH) -> None:
-    """Copy a PNG at most ``width`` px wide (Pillow), atomically."""
+    """Copy a PNG at most ``width`` px wide with a 256-colour palette (Pillow), atomically: a
+    docs page's plots stay small (tens of kB, not hundreds)."""
     from PIL import Image
 
     with Image.open(src) as im:
+        im = im.convert("RGB")
         if im.width > width:
             im = im.resize((width, round(im.height * width / im.width)), Image.LANCZOS)
+        im = im.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
         with atomic_write(dst) as tmp:
             im.save(tmp, format="PNG", optimize=True)
 
@@ -349,7 +352,7 @@ def publish(generated_md, doc, images_dir=None, elapsed_s: float | None = None, 
         dst = doc.parent / images_dir
         if dst.exists():
             shutil.rmtree(dst)
-        shutil.copytree(src_images, dst)
+        shutil.copytree(src_images, dst, ignore=shutil.ignore_patterns(".*"))  # not Snakemake's marker
         body = body.replace(f"]({IMAGES}/", f"]({Path(images_dir).as_posix()}/")
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
