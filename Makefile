@@ -41,7 +41,8 @@ photos: $(STAMP)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) --configfile $(PHOTOS_CONFIG) && \
 	$(BIN)/snakemake --cores 1 --configfile $(PHOTOS_CONFIG) --report reports/photos.html && \
 	$(BIN)/python -m halsal publish-md --markdown results/report/results.md --doc docs/results-photos.md \
-	  --images-dir results-photos --command "make photos" --elapsed-s $$(( $$(date +%s) - start ))
+	  --images-dir results-photos --command "make photos" --elapsed-s $$(( $$(date +%s) - start )) \
+	  --elapsed-note "the workflow and its report; creating .venv not included"
 	@echo "Report: reports/photos.html; results: docs/results-photos.md (its generated block)"
 
 test: $(STAMP)

@@ -36,6 +36,19 @@ def assert_eq3_gradient(model, x):
     torch.testing.assert_close(l.grad, l_hat.grad * (s + 1))
 
 
+def assert_test_acc_is_predictions(run_dir, metrics: dict) -> None:
+    """A run's test_acc is the accuracy of its predictions.tsv (one row per test image) and its
+    val_acc the best of its history's validation accuracies (the selected epoch)."""
+    import pandas as pd
+
+    preds = pd.read_csv(Path(run_dir) / "predictions.tsv", sep="\t")
+    assert len(preds) == metrics["n_test"] > 0
+    assert abs(metrics["test_acc"] - (preds["pred"] == preds["label"]).mean()) < 1e-9, run_dir
+    history = pd.read_csv(Path(run_dir) / "history.tsv", sep="\t")
+    assert abs(metrics["val_acc"] - history["val_acc"].max()) < 1e-6, run_dir
+    assert int(metrics["best_epoch"]) == int(history.loc[history["val_acc"].idxmax(), "epoch"]), run_dir
+
+
 def shared_dataset(name: str) -> Path:
     path = SHARED_DATA / name
     if not (path / "images").is_dir():

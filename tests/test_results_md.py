@@ -137,10 +137,11 @@ def test_publish_splices_between_markers_and_keeps_the_prose(rendered, report, t
     doc.parent.mkdir()
     doc.write_text(f"# Page\n\nintro\n\n{results_md.BEGIN}\nold numbers\n{results_md.END}\n\n## After\nprose\n")
     assert halsal_main(["publish-md", "--markdown", str(report["rep"] / "results.md"), "--doc", str(doc),
-                        "--images-dir", "page-img", "--elapsed-s", "3725", "--command", "make photos"]) == 0
+                        "--images-dir", "page-img", "--elapsed-s", "3725", "--command", "make photos",
+                        "--elapsed-note", "no venv"]) == 0
     text = doc.read_text()
     assert text.startswith("# Page\n\nintro\n\n") and text.endswith(f"{results_md.END}\n\n## After\nprose\n")
-    assert "old numbers" not in text and "**Measured: `make photos` took 62 min 5 s**" in text
+    assert "old numbers" not in text and "**Measured: `make photos` took 62 min 5 s** of wall time (no venv) on" in text
     assert "](page-img/alexnet_synth_fine_improvement.png)" in text and "](results_md/" not in text
     assert (doc.parent / "page-img" / "alexnet_synth_fine_improvement.png").is_file()
     assert _one(_table(text, "3."), method="Approach B", k="K")["dead map (runs)"] == "1 of 3"

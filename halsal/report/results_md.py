@@ -334,7 +334,8 @@ def render(report_dir, arch: str, out_md, bench_dir="benchmarks", backbone_jsons
     return text
 
 
-def publish(generated_md, doc, images_dir=None, elapsed_s: float | None = None, command: str = "") -> None:
+def publish(generated_md, doc, images_dir=None, elapsed_s: float | None = None, command: str = "",
+            elapsed_note: str = "") -> None:
     """Replace the block between BEGIN and END in ``doc`` with ``generated_md`` (its image links
     pointing at ``images_dir``, relative to the doc, where its images are copied)."""
     generated_md, doc = Path(generated_md), Path(doc)
@@ -345,8 +346,9 @@ def publish(generated_md, doc, images_dir=None, elapsed_s: float | None = None, 
         raise HalsalError(f"{doc} has no generated block: add the two lines\n{BEGIN}\n{END}\nwhere the results go")
     body = generated_md.read_text()
     if elapsed_s is not None:
+        note = f" ({elapsed_note})" if elapsed_note else ""
         body = (f"**Measured: `{command or 'the workflow'}` took {int(elapsed_s // 60)} min {int(elapsed_s % 60)} s** "
-                f"of wall time on {machine()}.\n\n") + body
+                f"of wall time{note} on {machine()}.\n\n") + body
     src_images = generated_md.parent / IMAGES
     if images_dir is not None and src_images.is_dir():
         dst = doc.parent / images_dir
@@ -367,7 +369,7 @@ def cmd_results_md(args) -> None:
 
 
 def cmd_publish_md(args) -> None:
-    publish(args.markdown, args.doc, args.images_dir, args.elapsed_s, args.command)
+    publish(args.markdown, args.doc, args.images_dir, args.elapsed_s, args.command, args.elapsed_note)
     print(f"publish-md: {args.markdown} -> {args.doc}")
 
 
@@ -395,4 +397,5 @@ def register(subparsers) -> None:
     p.add_argument("--images-dir", default=None, help="folder for the images, relative to the page")
     p.add_argument("--elapsed-s", type=float, default=None, help="measured wall seconds of the whole run, stated at the top")
     p.add_argument("--command", default="", help="the command whose time --elapsed-s is")
+    p.add_argument("--elapsed-note", default="", help="what --elapsed-s covers, printed beside it")
     p.set_defaults(func=cmd_publish_md)
