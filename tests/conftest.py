@@ -43,7 +43,7 @@ def assert_test_acc_is_predictions(run_dir, metrics: dict) -> None:
 
     preds = pd.read_csv(Path(run_dir) / "predictions.tsv", sep="\t")
     assert len(preds) == metrics["n_test"] > 0
-    assert abs(metrics["test_acc"] - (preds["pred"] == preds["label"]).mean()) < 1e-9, run_dir
+    assert abs(metrics["test_acc"] - (preds["pred"] == preds["label"]).mean()) < 1e-6, run_dir  # float32 in JSON
     history = pd.read_csv(Path(run_dir) / "history.tsv", sep="\t")
     assert abs(metrics["val_acc"] - history["val_acc"].max()) < 1e-6, run_dir
     assert int(metrics["best_epoch"]) == int(history.loc[history["val_acc"].idxmax(), "epoch"]), run_dir
