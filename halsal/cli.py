@@ -10,6 +10,7 @@ The stages, in workflow order:
   smic-maps                  explicit saliency maps of a dataset (SMIC): spectral residual or PNGs
   finetune                   Step 2: method / k / seed runs on a fine-grained dataset (one job, many runs)
   aggregate, tables, ...     the report (see `halsal <command> --help`)
+  results-md, publish-md     the results as Markdown, spliced into a docs page (make photos)
 
 Errors caused by inputs (missing data, corrupt images, bad weights) are printed as one
 message naming the input and the fix, with exit status 2.
