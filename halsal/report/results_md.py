@@ -34,6 +34,7 @@ import pandas as pd
 from halsal import spec
 from halsal.errors import HalsalError
 from halsal.io import atomic_write, write_text
+from halsal.report.paper import method_labels
 
 BEGIN = "<!-- BEGIN generated: halsal publish-md replaces everything down to END; do not edit by hand -->"
 END = "<!-- END generated -->"
@@ -100,8 +101,6 @@ def accuracy_md(table_tsv) -> tuple[str, list[str]]:
 def epochs_md(runs_tsv, arch: str, variant: str | None = None, datasets=()) -> str:
     """Per dataset and method: the epoch selected on validation (median, range) and how many
     runs selected the last epoch (many: training may have stopped too early)."""
-    from halsal.report.paper import method_labels
-
     r = pd.read_csv(runs_tsv, sep="\t")
     r = r[(r.arch == arch) & ((r.variant == variant) if variant else True)]
     if not len(r):
@@ -123,7 +122,7 @@ def differences_md(diff_tsv) -> str:
     d = _read(diff_tsv)
     if not len(d):
         return "_(no paired differences: Approach A/B or Baseline-RGB not run)_\n"
-    labels = {name: m.label for name, m in spec.METHODS.items()}
+    labels = method_labels()
     out = pd.DataFrame({
         "dataset": d.dataset,
         "difference": [f"{labels.get(m, m)} − {labels.get(r, r)}" for m, r in zip(d.method, d.reference)],
@@ -159,6 +158,12 @@ def _pct(x) -> str:
     return _num(float(x) * 100, 1) + "%" if x is not None else "—"
 
 
+def _step_row(step: str, what: str, info: dict, classes: int | None) -> dict:
+    return {"step": step, "what": what, "classes": classes, "epochs": info.get("epochs"),
+            "selected epoch (val)": info.get("best_epoch"), "val acc": _pct(info.get("val_acc")),
+            "test acc": _pct(info.get("test_acc")), "chance": _pct(1 / classes) if classes else "—"}
+
+
 def steps_md(backbone_jsons=(), saliency_jsons=(), source: str = "", source_classes: int | None = None) -> str:
     """Step 0 (the backbone trained on the source set) and Step 1 (the saliency branch)."""
     rows = []
@@ -168,23 +173,15 @@ def steps_md(backbone_jsons=(), saliency_jsons=(), source: str = "", source_clas
         if b.get("weights") != "scratch":
             rows.append({"step": f"Step 0 ({b.get('arch')})", "what": f"weights: {b.get('weights')} (not trained here)"})
             continue
-        n = b.get("num_classes") or source_classes
-        rows.append({"step": f"Step 0 ({b.get('arch')})", "what": f"backbone from scratch on {source}",
-                     "classes": n, "epochs": b.get("epochs"), "selected epoch (val)": b.get("best_epoch"),
-                     "val acc": _pct(b.get("val_acc")), "test acc": _pct(b.get("test_acc")),
-                     "chance": _pct(1 / n) if n else "—"})
+        rows.append(_step_row(f"Step 0 ({b.get('arch')})", f"backbone from scratch on {source}", b, source_classes))
     for path in saliency_jsons:
         s = json.loads(Path(path).read_text())
         sal = s.get("saliency") or {}
         before, test = sal.get("before") or {}, sal.get("test") or {}
-        n = source_classes
-        rows.append({"step": f"Step 1 ({s.get('arch')}, {s.get('variant')})",
-                     "what": f"saliency branch only, on {source}; map mean {_num(before.get('mean'), 3)} -> "
-                             f"{_num(test.get('mean'), 3)}, all-zero maps {_pct(test.get('dead_fraction'))}"
-                             + (f", object ratio {_num(test.get('object_ratio'))}" if test.get("object_ratio") else ""),
-                     "classes": n, "epochs": s.get("epochs"), "selected epoch (val)": s.get("best_epoch"),
-                     "val acc": _pct(s.get("val_acc")), "test acc": _pct(s.get("test_acc")),
-                     "chance": _pct(1 / n) if n else "—"})
+        what = (f"saliency branch only, on {source}; map mean {_num(before.get('mean'), 3)} -> "
+                f"{_num(test.get('mean'), 3)}, all-zero maps {_pct(test.get('dead_fraction'))}"
+                + (f", object ratio {_num(test.get('object_ratio'))}" if test.get("object_ratio") else ""))
+        rows.append(_step_row(f"Step 1 ({s.get('arch')}, {s.get('variant')})", what, s, source_classes))
     return md_table(pd.DataFrame(rows).fillna("—")) if rows else "_(Step 0 and Step 1 not run)_\n"
 
 
