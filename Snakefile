@@ -12,6 +12,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/probe.smk"
 include: "workflow/rules/ablations.smk"
 include: "workflow/rules/report.smk"
 

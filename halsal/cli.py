@@ -25,6 +25,7 @@ from pathlib import Path
 
 from halsal import __version__, spec
 from halsal.errors import HalsalError
+from halsal.gpu import claim_gpus, job_device, resolve_decode_backend  # torch-free
 
 
 def _optim_args(p: argparse.ArgumentParser) -> None:
@@ -89,6 +90,9 @@ def cmd_generate(args) -> None:
 
     index = generate(args.root, task=args.task, classes=args.classes, images_per_class=args.images_per_class,
                      image_size=args.image_size, seed=args.seed)
+    from halsal.data.datasets import HASH_COLUMN, content_hashes
+
+    index[HASH_COLUMN] = content_hashes(index)  # content hashes, as every indexer writes them
     index = _cap(index, args)
     write_tsv(args.out, index)
     print(f"SYNTHETIC dataset: {len(index)} images, {args.classes} classes -> {args.out}")
@@ -111,7 +115,15 @@ def cmd_index(args) -> None:
             info["images_with_boxes"] = int(index.reindex(columns=BOX_COLUMNS).notna().all(axis=1).sum())
         for entry in info["per_class"]:
             entry["images_before_cap"], entry["images"] = entry["images"], int(counts.get(entry["label"], 0))
+        from halsal.data.datasets import duplicate_groups, duplicates_info
+
+        info["duplicates"] = duplicates_info(duplicate_groups(index, root=info["root"]))
     ignored = info["ignored"]
+    dups = info["duplicates"]
+    if dups["groups"]:
+        print(f"WARNING: {dups['groups']} group(s) of identical files ({dups['files']} files; {dups['across_classes']} "
+              f"across classes, a label conflict), listed in index.json; the split applies the dataset's "
+              "`duplicates` policy", file=sys.stderr)
     for kind, what in (("hidden", "hidden files/folders"), ("non_image", "non-image files"),
                        ("folders", "folders inside class folders")):
         if ignored[kind]["count"]:
@@ -153,9 +165,13 @@ def cmd_split(args) -> None:
         if (~usable).any():
             print(f"{int((~usable).sum())} images that did not decode are left out before drawing "
                   f"(listed in {args.manifest} and the report's Data section)")
+    from halsal.data.datasets import HASH_COLUMN, content_hashes
+
+    index[HASH_COLUMN] = content_hashes(index)  # an index written before the hashes: hashed now
+    name = args.dataset or Path(args.index).parent.name  # results/datasets/<name>/index.tsv
     split, notes = make_split(index, args.seed, val_per_class=args.val_per_class,
                               test_per_class=args.test_per_class, max_k=args.max_k, too_few=args.too_few,
-                              usable=usable)
+                              usable=usable, duplicates=args.duplicates, name=name)
     for note in notes:
         print("WARNING:", note, file=sys.stderr)
     if args.notes:
@@ -168,34 +184,32 @@ def cmd_split(args) -> None:
 def cmd_prepare(args) -> None:
     from halsal.data.prepare import prepare
 
-    summary = prepare(args.index, args.out_dir, resize=args.resize, backend=args.backend, on_error=args.on_error)
+    backend = resolve_decode_backend(args.backend, args.gpus)  # logged; a GPU asked for that does not work: error
+    summary = prepare(args.index, args.out_dir, resize=args.resize, backend=backend, on_error=args.on_error)
     print(summary)
 
 
 def cmd_backbone(args) -> None:
-    from halsal.train.device_cache import resolve_device
     from halsal.train.steps import backbone
 
     info = backbone(args.arch, args.weights, args.out, source_prepared=args.source_prepared, source_split=args.source_split,
-                    cfg=_optim(args), input_size=args.input_size, device=resolve_device(args.device),
+                    cfg=_optim(args), input_size=args.input_size, device=job_device(args.device, args.gpus, args.source_prepared),
                     augment=_augment(args), threads=args.threads, fc_width=args.fc_width)
     print({k: v for k, v in info.items() if k != "classes"})
 
 
 def cmd_pretrain(args) -> None:
-    from halsal.train.device_cache import resolve_device
     from halsal.train.steps import pretrain_saliency
 
     info = pretrain_saliency(args.arch, args.variant, args.backbone, args.out, source_prepared=args.source_prepared,
                              source_split=args.source_split, cfg=_optim(args), input_size=args.input_size,
-                             device=resolve_device(args.device), augment=_augment(args), threads=args.threads)
+                             device=job_device(args.device, args.gpus, args.source_prepared), augment=_augment(args), threads=args.threads)
     print({k: v for k, v in info.items() if k != "history"})
 
 
 def cmd_finetune(args) -> None:
     import torch
 
-    from halsal.train.device_cache import resolve_device
     from halsal.train.steps import FinetuneRun, finetune_batch, load_finetune_inputs
 
     single = [args.k, args.seed, args.split, args.out_dir]
@@ -218,7 +232,7 @@ def cmd_finetune(args) -> None:
     inputs = load_finetune_inputs(arch=args.arch, method=args.method, variant=args.variant, dataset=args.dataset,
                                   prepared=args.prepared, backbone_pt=args.backbone, saliency_pt=args.saliency,
                                   maps=args.maps, cfg=_optim(args), input_size=args.input_size,
-                                  device=resolve_device(args.device), augment=_augment(args), synthetic=args.synthetic)
+                                  device=job_device(args.device, args.gpus, args.prepared), augment=_augment(args), synthetic=args.synthetic)
     print(f"{len(runs)} run(s) of {args.arch}/{args.dataset}/{args.method}/{args.variant}; "
           f"inputs loaded in {time.perf_counter() - t0:.1f} s", flush=True)
     results = finetune_batch(inputs, runs, log=lambda line: print(line, flush=True))
@@ -226,6 +240,20 @@ def cmd_finetune(args) -> None:
         print(f"{args.method} k={run.k} seed={run.seed}: val {metrics['val_acc']:.3f} (epoch {metrics['best_epoch']}), "
               f"test {metrics['test_acc']:.3f}{' [restored]' if restored else ''}"
               f"{' [SYNTHETIC data]' if args.synthetic else ''}", flush=True)
+
+
+def cmd_probe(args) -> None:
+    import torch
+
+    from halsal.train.probe import linear_probe
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    table = linear_probe(arch=args.arch, dataset=args.dataset, backbone_pt=args.backbone, prepared=args.prepared,
+                         runs=[(k, int(s), p) for k, s, p in args.run], input_size=args.input_size, out_tsv=args.out,
+                         device=job_device(args.device, args.gpus, args.prepared), synthetic=args.synthetic, variant=args.variant)
+    for r in table.itertuples():
+        print(f"linear probe k={r.k} seed={r.seed}: C={r.C} val {r.val_acc:.3f} test {r.test_acc:.3f}", flush=True)
 
 
 def cmd_smic_maps(args) -> None:
@@ -238,6 +266,8 @@ def cmd_smic_maps(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="halsal", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"halsal {__version__}")
+    parser.add_argument("--gpus", type=int, default=None, metavar="N", help="the job's resources.gpu: 0 hides "
+                        "the GPUs, N > 0 claims N of its own; a GPU asked for that does not work is an error (halsal/gpu.py)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("generate", help="generate a SYNTHETIC dataset (the offline default)")
@@ -277,7 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-per-class", type=int, default=5)
     p.add_argument("--max-k", type=int, default=1, help="largest integer k that will be asked for")
     p.add_argument("--too-few", choices=["error", "drop_class"], default="error")
-    p.add_argument("--notes", default=None, help="file listing dropped classes")
+    p.add_argument("--duplicates", choices=["warn", "drop", "error"], default="drop",
+                   help="identical files (content hash): drop = keep one copy within a class and drop label "
+                        "conflicts across classes; warn = keep every copy, in train only; error = stop")
+    p.add_argument("--dataset", default=None, help="the dataset's name in messages (default: the index's folder)")
+    p.add_argument("--notes", default=None, help="file listing dropped classes and duplicates")
     p.add_argument("--manifest", default=None,
                    help="prepare's manifest.tsv: images whose status is not ok are left out before drawing")
     p.add_argument("--out", required=True)
@@ -342,6 +376,24 @@ def build_parser() -> argparse.ArgumentParser:
     _optim_args(p)
     p.set_defaults(func=cmd_finetune)
 
+    p = sub.add_parser("probe", help="reference row (not in the paper): logistic regression on frozen features",
+                       description="A linear probe: scikit-learn logistic regression on the frozen backbone's pooled "
+                                   "features (centre crops), per k and seed on the same splits as Step 2; C chosen "
+                                   "on validation. Not a method of the paper: the simplest use of the same features.")
+    p.add_argument("--arch", required=True, choices=spec.ARCHS)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--prepared", required=True)
+    p.add_argument("--backbone", required=True, help="Step 0's backbone.pt")
+    p.add_argument("--run", nargs=3, action="append", required=True, metavar=("K", "SEED", "SPLIT"),
+                   help="one probe: k, seed and its split file; repeat for each")
+    p.add_argument("--variant", default="", help="the main variant, to place the row in its table")
+    p.add_argument("--synthetic", action="store_true", help="label the results as synthetic")
+    p.add_argument("--input-size", type=int, default=227)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", required=True, help="probe.tsv to write")
+    p.set_defaults(func=cmd_probe)
+
     from halsal.report import cli as report_cli
 
     report_cli.register(sub)  # aggregate, tables, plots, qualitative
@@ -351,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.gpus is not None:  # before any command imports torch or DALI
+            claim_gpus(args.gpus)
         args.func(args)
     except HalsalError as exc:
         print(f"halsal {args.command}: error: {exc}", file=sys.stderr)

@@ -42,24 +42,37 @@ BASELINE = "baseline"
 # The methods whose saliency branch starts from Step 1 (they need its weights).
 FROM_STEP1: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.from_step1)
 
+# A reference row that is not a method of the paper (GitHub issue 17): logistic regression on the
+# frozen backbone's pooled features, same splits, k and seeds (halsal.train.probe).
+LINEAR_PROBE = "linear_probe"
+LINEAR_PROBE_LABEL = "Linear probe on frozen features (not in the paper)"
+
 # Tables 3-4 (qualitative): Approach B against Baseline-RGB. Figures 2-3 ablate Approach B.
 QUALITATIVE_PAIR = ("approach_b", BASELINE)
 ABLATION_METHOD = "approach_b"
 
-ARCHS: tuple[str, ...] = ("alexnet", "resnet152")
-ARCH_LABELS = {"alexnet": "AlexNet", "resnet152": "ResNet-152"}
+ARCHS: tuple[str, ...] = ("alexnet", "resnet152", "efficientnet_lite0")
+ARCH_LABELS = {"alexnet": "AlexNet", "resnet152": "ResNet-152", "efficientnet_lite0": "EfficientNet-Lite0"}
+# Architectures of the paper's tables (Table 1: AlexNet, Table 2: ResNet-152). EfficientNet-Lite0 is
+# not in the paper: its results are never compared with the paper's numbers.
+PAPER_ARCHS: tuple[str, ...] = ("alexnet", "resnet152")
 
 # AlexNet: before pool1, before pool2 (the paper's choice, Sec. 4.2), after conv3, after conv4,
 # before pool5. ResNet-152: the stem, a stage (layer1..layer4 = its last block) or any
 # bottleneck block layer<i>.<j>; the paper's footnote 2 ("after the fourth residual block") is
 # read as the 4th bottleneck block, layer2.0 (docs/decisions.md).
 RESNET_STAGE_BLOCKS = (3, 8, 36, 3)
+# EfficientNet-Lite0 (not in the paper): the stem, then stages 0-6 of (1, 2, 2, 3, 3, 4, 1) MBConv
+# blocks; fused after a stage. stage2 (28 x 28 at 224 px) is the map closest to AlexNet's 27 x 27
+# before pool2 (docs/decisions.md).
+EFFICIENTNET_STAGE_BLOCKS = (1, 2, 2, 3, 3, 4, 1)
 FUSION_POINTS: dict[str, tuple[str, ...]] = {
     "alexnet": ("pool1", "pool2", "conv3", "conv4", "pool5"),
     "resnet152": ("stem", *(name for i, n in enumerate(RESNET_STAGE_BLOCKS)
                             for name in [*(f"layer{i + 1}.{j}" for j in range(n)), f"layer{i + 1}"])),
+    "efficientnet_lite0": ("stem", *(f"stage{i}" for i in range(len(EFFICIENTNET_STAGE_BLOCKS)))),
 }  # each in network order (a stage's name right after its last block, where it splits)
-DEFAULT_FUSION = {"alexnet": "pool2", "resnet152": "layer2.0"}
+DEFAULT_FUSION = {"alexnet": "pool2", "resnet152": "layer2.0", "efficientnet_lite0": "stage2"}
 MODULATIONS = ("eq1", "eq2")  # Eq. 1: l * s;  Eq. 2 (the paper's choice): l * (s + 1)
 DEPTHS = (1, 2, 3, 4, 5)  # saliency-branch conv layers (Fig. 2; paper: 4)
 

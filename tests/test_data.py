@@ -186,8 +186,9 @@ def test_bad_images_never_hold_a_val_or_test_place():
     manifest.loc[4, "status"] = "skipped"
     with pytest.raises(HalsalError, match=r"has 10 usable images \(2 did not decode\)"):
         make_split(index, seed=0, max_k=1, usable=usable_rows(index, manifest))
-    split, notes = make_split(index, seed=0, max_k=1, usable=usable_rows(index, manifest), too_few="drop_class")
-    assert set(split["label"]) == {1} and "dropped" in notes[0]
+    # Dropping that class would leave one class: an error too (issue 20), never a one-class run.
+    with pytest.raises(HalsalError, match=r"only 1 class is left \('c1'\).*the largest of them \('c0'\) with 10"):
+        make_split(index, seed=0, max_k=1, usable=usable_rows(index, manifest), too_few="drop_class")
     # A manifest of another index is an error, not a silent misalignment.
     with pytest.raises(HalsalError, match="does not match the index"):
         usable_rows(index.iloc[:10], manifest)

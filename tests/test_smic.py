@@ -86,7 +86,8 @@ def test_maps_are_cropped_and_flipped_with_their_images():
     xs = np.tile(np.arange(size, dtype=np.uint8) * 10, (n, size, 1))  # value = 10 * column
     images = np.repeat(xs[..., None], 3, axis=-1)
     data = DeviceImagesWithMaps(images, xs.copy(), np.zeros(n), torch.device("cpu"), 16)
-    from halsal.models import MEAN, STD
+    (MEAN, STD) = data.normalisation  # torchvision's ImageNet statistics (the default)
+    assert MEAN == (0.485, 0.456, 0.406)
 
     for x, _ in data.train_batches(3, torch.Generator().manual_seed(0)):
         assert x.shape == (3, 4, 16, 16)

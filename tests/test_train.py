@@ -130,7 +130,8 @@ def _cli(tiny, out, epochs):
             "--prepared", str(tiny / "fine" / "prepared"), "--split", str(tiny / "fine" / "seed0.tsv"),
             "--backbone", str(tiny / "backbone.pt"), "--saliency", str(tiny / "sal.pt"), "--out-dir", str(out),
             "--epochs", str(epochs), "--lr", "0.01", "--batch-size", "4", "--input-size", "64",
-            "--checkpoint-seconds", "0", "--threads", "1"]
+            "--checkpoint-seconds", "0", "--threads", "1",
+            "--device", "cpu"]  # bit-identical resume is a CPU promise; on CUDA it holds to float rounding (tests/test_gpu.py)
 
 
 @pytest.mark.slow
@@ -169,8 +170,10 @@ def test_killed_run_resumes_to_the_same_result(tiny, tmp_path):
 
 
 def test_device_batches_crop_flip_and_normalise_exactly():
-    from halsal.models import MEAN, STD
+    from halsal.models.weights import normalisation
     from halsal.train.device_cache import DeviceImages
+
+    MEAN, STD = normalisation("alexnet")
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (7, 10, 10, 3), dtype=np.uint8)

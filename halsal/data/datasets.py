@@ -23,6 +23,9 @@ from halsal.errors import HalsalError
 # folder is counted as a non-image file in index.json and listed in the report's Data section.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 INDEX_COLUMNS = ["path", "label", "class_name", "official_split"]
+# Each image's content hash (sha256 of the file's bytes; "" for an empty or unreadable file, which
+# is a bad image, not a copy): written by every indexer, so exact duplicates can be grouped.
+HASH_COLUMN = "sha256"
 # Names never indexed: dot files (``.name.jpg``, macOS ``._name.jpg``, ``.DS_Store``) and the
 # ``__MACOSX`` folder of zip archives made on macOS. They are counted in index.json.
 HIDDEN_FOLDERS = {"__MACOSX"}
@@ -98,6 +101,7 @@ def scan_folder(root: str | Path) -> tuple[pd.DataFrame, dict]:
                          "official_split": extra.get("official_split", ""),
                          **{c: extra.get(c, float("nan")) for c in BOX_COLUMNS}})
     frame = pd.DataFrame(rows, columns=INDEX_COLUMNS + BOX_COLUMNS)
+    frame[HASH_COLUMN] = content_hashes(frame)
     has_boxes = frame[BOX_COLUMNS].notna().all(axis=1)
     info = {
         "root": str(root.resolve()),
@@ -108,10 +112,72 @@ def scan_folder(root: str | Path) -> tuple[pd.DataFrame, dict]:
         "per_class": [{"label": i, "folder": d.name, "class_name": names[d.name], "images": int((frame["label"] == i).sum())}
                       for i, d in enumerate(class_dirs)],
         "ignored": {kind: {"count": len(items), "examples": items[:EXAMPLES]} for kind, items in ignored.items()},
+        "duplicates": duplicates_info(duplicate_groups(frame, root=root.resolve())),
     }
     # Object boxes only where images.tsv has them (e.g. ../shared/data/cub200): they feed the
     # saliency maps' object_ratio.
-    return (frame if frame[BOX_COLUMNS].notna().any().any() else frame[INDEX_COLUMNS]), info
+    return (frame if frame[BOX_COLUMNS].notna().any().any() else frame[INDEX_COLUMNS + [HASH_COLUMN]]), info
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes; "" for an empty or unreadable file (a bad image, not a copy)."""
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError:
+        return ""
+    return digest.hexdigest() if size else ""
+
+
+def content_hashes(index: pd.DataFrame) -> pd.Series:
+    """Each row's content hash: the index's own ``sha256`` column, or, for an index written before
+    the column existed, hashed from the files now."""
+    if HASH_COLUMN in index:
+        return index[HASH_COLUMN].fillna("").astype(str)
+    return pd.Series([file_sha256(p) for p in index["path"]], index=index.index, dtype=object)
+
+
+def _display(path: str, root) -> str:
+    if root:
+        try:
+            return str(Path(path).relative_to(root))
+        except ValueError:
+            pass
+    return str(path)
+
+
+def duplicate_groups(index: pd.DataFrame, usable=None, root=None) -> list[dict]:
+    """Groups of identical files (same content hash), in index order.
+
+    Each group: ``sha256``; ``kind`` (``within_class``: every copy in one class;
+    ``across_classes``: a label conflict); and per copy its ``rows`` (positions in the index, as
+    the split's ``row``), ``paths`` (relative to ``root`` where inside it), ``labels`` and
+    ``classes``. ``usable`` (boolean, positional) leaves out rows that did not decode; rows
+    without a hash (empty or unreadable files) are never grouped.
+    """
+    hashes = content_hashes(index).to_numpy()
+    keep = hashes != ""
+    if usable is not None:
+        keep &= np.asarray(usable, dtype=bool)
+    frame = pd.DataFrame({"h": hashes, "label": index["label"].to_numpy(), "class_name": index["class_name"].to_numpy(),
+                          "path": index["path"].to_numpy()})[keep]
+    frame = frame[frame.duplicated("h", keep=False)]
+    groups = []
+    for digest, g in frame.groupby("h", sort=False):
+        groups.append({"sha256": digest, "kind": "across_classes" if g["label"].nunique() > 1 else "within_class",
+                       "rows": [int(r) for r in g.index], "paths": [_display(p, root) for p in g["path"]],
+                       "labels": [int(v) for v in g["label"]], "classes": [str(c) for c in g["class_name"]]})
+    return groups
+
+
+def duplicates_info(groups: list[dict]) -> dict:
+    """index.json's ``duplicates``: counts and every group (see :func:`duplicate_groups`)."""
+    return {"groups": len(groups), "files": sum(len(g["rows"]) for g in groups),
+            "within_class": sum(g["kind"] == "within_class" for g in groups),
+            "across_classes": sum(g["kind"] == "across_classes" for g in groups), "list": groups}
 
 
 def _class_name(folder: str) -> str:
@@ -224,7 +290,8 @@ def read_index(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise HalsalError(f"dataset index {path} is missing: run the dataset's fetch/generate rule first")
-    frame = pd.read_csv(path, sep="\t", dtype={"path": str, "class_name": str, "official_split": str}, keep_default_na=False)
+    frame = pd.read_csv(path, sep="\t", dtype={"path": str, "class_name": str, "official_split": str, HASH_COLUMN: str},
+                        keep_default_na=False)
     missing = set(INDEX_COLUMNS) - set(frame.columns)
     if missing:
         raise HalsalError(f"{path} lacks columns {sorted(missing)}")

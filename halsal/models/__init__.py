@@ -9,6 +9,8 @@ from __future__ import annotations
 from halsal import spec
 from halsal.models.alexnet import FUSION_POINTS as ALEXNET_FUSION_POINTS
 from halsal.models.alexnet import HalSalAlexNet
+from halsal.models.efficientnet import FUSION_POINTS as EFFICIENTNET_FUSION_POINTS
+from halsal.models.efficientnet import HalSalEfficientNet
 from halsal.models.resnet import FUSION_POINTS as RESNET_FUSION_POINTS
 from halsal.models.resnet import HalSalResNet
 from halsal.models.saliency import SaliencyBranch, modulate
@@ -23,15 +25,18 @@ class SMICResNet(MapInput, HalSalResNet):
     """ResNet-152 taking an explicit map as the 4th input channel (SMIC)."""
 
 
-ARCHS = {"alexnet": HalSalAlexNet, "resnet152": HalSalResNet}
-SMIC_ARCHS = {"alexnet": SMICAlexNet, "resnet152": SMICResNet}
+class SMICEfficientNet(MapInput, HalSalEfficientNet):
+    """EfficientNet-Lite0 taking an explicit map as the 4th input channel (SMIC)."""
+
+
+ARCHS = {"alexnet": HalSalAlexNet, "resnet152": HalSalResNet, "efficientnet_lite0": HalSalEfficientNet}
+SMIC_ARCHS = {"alexnet": SMICAlexNet, "resnet152": SMICResNet, "efficientnet_lite0": SMICEfficientNet}
 # Fusion points per architecture -> where each network splits (the names and the paper's
 # choices are halsal.spec's: AlexNet before pool2, Sec. 4.2; ResNet-152 footnote 2).
-FUSION_POINTS = {"alexnet": ALEXNET_FUSION_POINTS, "resnet152": RESNET_FUSION_POINTS}
+FUSION_POINTS = {"alexnet": ALEXNET_FUSION_POINTS, "resnet152": RESNET_FUSION_POINTS,
+                 "efficientnet_lite0": EFFICIENTNET_FUSION_POINTS}
 DEFAULT_FUSION = spec.DEFAULT_FUSION
-# ImageNet normalisation (torchvision's weights' transforms) applied to every input.
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+# The input normalisation belongs to the weights: halsal.models.weights.normalisation(arch).
 
 
 def build_model(
@@ -47,7 +52,7 @@ def build_model(
     """A network for ``arch``. ``saliency`` is 'hallucinated', 'external' (SMIC) or 'none'.
 
     ``fusion`` defaults to the paper's point for ``arch`` (``DEFAULT_FUSION``); ``fc_width``
-    (fc6/fc7) applies to AlexNet only, ResNet-152 has a single fc layer.
+    (fc6/fc7) applies to AlexNet only; ResNet-152 and EfficientNet-Lite0 have a single fc layer.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHS)}")
@@ -120,5 +125,6 @@ def frozen_bn_eval(model) -> None:
 
 
 __all__ = ["build_model", "init_from_scratch", "parse_variant", "check_variant", "frozen_bn_eval", "HalSalAlexNet",
-           "HalSalResNet", "SMICAlexNet", "SMICResNet", "SaliencyBranch", "modulate", "ARCHS", "MEAN", "STD",
+           "HalSalResNet", "SMICAlexNet", "SMICResNet", "SaliencyBranch", "modulate", "ARCHS",
+           "HalSalEfficientNet", "SMICEfficientNet", "EFFICIENTNET_FUSION_POINTS",
            "ALEXNET_FUSION_POINTS", "RESNET_FUSION_POINTS", "FUSION_POINTS", "DEFAULT_FUSION"]

@@ -76,6 +76,8 @@ class HalSalAlexNet(TwoBranchForward, nn.Module):
         x = torch.flatten(self.avgpool(x), 1)
         return self.classifier(x)
 
+    TOP_KEY = "classifier.6.weight"  # the top layer's weight in the state dict (its rows: the classes)
+
     def top_layer(self) -> nn.Linear:
         return self.classifier[-1]
 

@@ -93,5 +93,7 @@ class HalSalResNet(TwoBranchForward, nn.Module):
             x = unit(x)
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
+    TOP_KEY = "fc.weight"  # the top layer's weight in the state dict (its rows: the classes)
+
     def top_layer(self) -> nn.Linear:
         return self.fc

@@ -20,17 +20,31 @@ from torchvision import models as tvm
 
 from halsal.errors import HalsalError
 from halsal.io import torch_load
+from halsal.models.efficientnet import EfficientNetLite0_Weights
 
-# torchvision weight enums per architecture (they download and check the hash when online).
+# Weight enums per architecture: torchvision's (they download and check the hash when online)
+# and EfficientNet-Lite0's (the file of an installed package, sha256-checked).
 WEIGHT_ENUMS = {
     "alexnet": tvm.AlexNet_Weights.IMAGENET1K_V1,
     "resnet152": tvm.ResNet152_Weights.IMAGENET1K_V1,
+    "efficientnet_lite0": EfficientNetLite0_Weights.IMAGENET1K_TF,
 }
+
+
+def normalisation(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` on [0, 1] pixels that ``arch``'s ImageNet weights were trained with, read
+    from their enum's transforms (torchvision's ImageNet statistics for AlexNet and ResNet-152,
+    also used when they are trained from scratch; ``(x*255 - 127) / 128`` for EfficientNet-Lite0's
+    TF weights). Every consumer of an input normalisation takes it from here."""
+    t = WEIGHT_ENUMS[arch].transforms()
+    return tuple(float(v) for v in t.mean), tuple(float(v) for v in t.std)
 
 
 def imagenet_state_dict(arch: str, progress: bool = True) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet weights for ``arch``; a clear error when they cannot be had."""
     enum = WEIGHT_ENUMS[arch]
+    if isinstance(enum, EfficientNetLite0_Weights):
+        return enum.get_state_dict()  # from the installed package: its own clear errors
     hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
     try:
         return enum.get_state_dict(progress=progress, check_hash=True)

@@ -3,6 +3,12 @@
 Everything downstream (tables, statistics, plots, grids) reads the runs table, never the
 metrics files, so a run that is absent is simply a row that is not there; the tables turn
 the configured grid minus the present rows into cells marked "missing".
+
+A degenerate run (fewer than 2 classes, or no test image: a number that means nothing, such as
+the 100% of a one-class "classifier") never becomes a row: :func:`collect_runs` sets it aside
+with its reason, the aggregate log names it and ``skipped_runs.tsv`` beside runs.tsv lists it
+(docs/decisions.md, "Degenerate data"). The split stops such data before training; this guard
+covers metrics from elsewhere (an older version, a hand-made split, ``--runs-root``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ SAL_PARTS = ("before", "val", "test")
 SAL_STATS = ("mean", "dead_fraction", "spatial_cv", "object_ratio", "n")
 SAL_COLUMNS = [f"sal_{part}_{stat}" for part in SAL_PARTS for stat in SAL_STATS]
 RUN_COLUMNS += SAL_COLUMNS + ["run_dir"]
+SKIPPED_COLUMNS = ["run_dir", "arch", "dataset", "method", "variant", "k", "seed", "num_classes", "n_test", "reason"]
 
 
 def parse_variant(variant: str) -> dict:
@@ -96,19 +103,51 @@ def read_metrics(path: str | Path) -> dict:
     return row
 
 
+def degenerate_reason(row: dict) -> str:
+    """Why a run's accuracy means nothing ("" when it is a result): fewer than 2 classes, or no
+    test image. A run whose metrics do not record a count is taken as it is."""
+    def count(key):
+        value = row.get(key)
+        try:
+            return None if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
+        except (TypeError, ValueError):
+            return None
+
+    classes, n_test = count("num_classes"), count("n_test")
+    if classes is not None and classes < 2:
+        return f"{classes} class(es): one class has no accuracy to report"
+    if n_test is not None and n_test < 1:
+        return "no test image: the test accuracy is not a measurement"
+    return ""
+
+
 def collect_runs(paths: Iterable[str | Path], allow_missing: bool = False) -> pd.DataFrame:
-    """The runs table for these metrics files. Absent files are an error unless ``allow_missing``."""
-    rows = []
+    """The runs table for these metrics files. Absent files are an error unless ``allow_missing``.
+
+    Degenerate runs (:func:`degenerate_reason`) are not rows: they are named on stderr and kept
+    in ``runs.attrs["skipped"]`` (dicts of :data:`SKIPPED_COLUMNS`) for :func:`write_aggregate`.
+    """
+    import sys
+
+    rows, skipped = [], []
     for p in paths:
         if not Path(p).exists():
             if allow_missing:
                 continue
             raise HalsalError(f"run metrics {p} do not exist: run its finetune rule first, or pass --allow-missing")
-        rows.append(read_metrics(p))
+        row = read_metrics(p)
+        reason = degenerate_reason(row)
+        if reason:
+            print(f"WARNING: run {row['run_dir']} left out of the tables: {reason} (listed in skipped_runs.tsv)",
+                  file=sys.stderr)
+            skipped.append({**{c: row.get(c) for c in SKIPPED_COLUMNS}, "reason": reason})
+            continue
+        rows.append(row)
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
     if len(runs):
         runs = runs.assign(_k=runs.k.map(k_sort_key)).sort_values(
             ["arch", "dataset", "method", "variant", "_k", "seed"]).drop(columns="_k").reset_index(drop=True)
+    runs.attrs["skipped"] = skipped
     return runs
 
 
@@ -161,6 +200,10 @@ def accuracy_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_aggregate(runs: pd.DataFrame, runs_tsv, summary_csv) -> None:
+    """runs.tsv, summary.csv, and ``skipped_runs.tsv`` beside runs.tsv: the degenerate runs that
+    :func:`collect_runs` left out, with the reason (header only when none was)."""
+    write_tsv(Path(runs_tsv).with_name("skipped_runs.tsv"),
+              pd.DataFrame(list(runs.attrs.get("skipped") or []), columns=SKIPPED_COLUMNS))
     write_tsv(runs_tsv, runs)
     with atomic_write(summary_csv) as tmp:
         summary(runs).to_csv(tmp, index=False)

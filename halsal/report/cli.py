@@ -27,11 +27,11 @@ def cmd_aggregate(args) -> None:
 
 def cmd_tables(args) -> None:
     from halsal.report.aggregate import read_runs
-    from halsal.report.tables import write_tables
+    from halsal.report.tables import read_probes, write_tables
 
     runs = read_runs(args.runs)
     out = write_tables(runs, args.outdir, parse_variant_arg(args.variant), configured_archs=args.archs, datasets=args.datasets,
-                       methods=args.methods, ks=args.ks, synthetic_datasets=args.synthetic_datasets,
+                       probes=read_probes(args.probe), methods=args.methods, ks=args.ks, synthetic_datasets=args.synthetic_datasets,
                        dataset_kinds=dict(v.partition("=")[::2] for v in args.dataset_kinds))
     dead = int((out["health"].n_dead > 0).sum()) if len(out["health"]) else 0
     print(f"tables: {len(out['cells'])} cells, {len(out['differences'])} paired differences, "
@@ -77,6 +77,7 @@ def register(subparsers) -> None:
                               "saliency health (TSV, HTML); reads each run's predictions.tsv via runs.tsv's run_dir")
     common(p)
     p.add_argument("--archs", nargs="*", default=[], help="configured archs (others say 'not run')")
+    p.add_argument("--probe", nargs="*", default=[], help="probe.tsv files of `halsal probe` (a reference row, not in the paper)")
     p.add_argument("--datasets", nargs="*", default=[], help="configured datasets")
     p.add_argument("--methods", nargs="*", default=[], help="configured methods (others say 'not run')")
     p.add_argument("--ks", nargs="*", default=[], help="configured k values")

@@ -10,6 +10,11 @@ first few names). It reads only files the workflow already wrote, with pandas:
 - ``results/prepared/<name>/manifest.tsv`` (``status``/``reason`` per index row);
 - ``results/splits/<name>/seed<s>.tsv`` and ``.notes.txt`` (dropped classes).
 
+Exact duplicates (identical files: index.tsv's ``sha256`` column, or the files hashed now for an
+index written before it) are listed group by group, every copy with its class and where the
+split put it (its role, or left out by the ``duplicates`` policy), so a copy in train and in test,
+or one photo under two classes, is never silent.
+
 The skipped files and dropped classes are computed from the manifest and the split tables
 themselves, so the section does not depend on a log or a note mentioning them.
 """
@@ -22,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from halsal.data.datasets import duplicate_groups
 from halsal.errors import HalsalError
 from halsal.io import write_text, write_tsv
 from halsal.report.page import html_document
@@ -30,7 +36,8 @@ SHOWN = 5  # ignored-file names shown per kind in the HTML (index.json keeps mor
 SUMMARY_COLUMNS = ["dataset", "role", "kind", "on_bad_image", "too_few_images", "classes_indexed", "images_indexed",
                    "images_skipped", "classes_dropped", "images_in_dropped_classes", "classes_used", "images_used",
                    "val_per_class", "test_per_class", "hidden_files", "non_image_files", "nested_folders",
-                   "class_names_from"]
+                   "class_names_from", "duplicates", "duplicate_groups", "duplicate_files", "label_conflicts",
+                   "duplicates_left_out", "duplicate_groups_across_roles"]
 ITEM_COLUMNS = ["dataset", "item", "name", "class_name", "count", "reason"]
 IGNORED_KINDS = {"hidden": ("hidden_file", "hidden files and folders (names starting with '.', __MACOSX)"),
                  "non_image": ("non_image_file", "non-image files (extension not an image type)"),
@@ -52,7 +59,7 @@ def _display(path: str, root: str | None) -> str:
 
 
 def dataset_data(name: str, results_root: str | Path, seeds=(0,), role: str = "target", kind: str = "",
-                 on_bad_image: str = "", too_few_images: str = "") -> tuple[dict, list[dict]]:
+                 on_bad_image: str = "", too_few_images: str = "", duplicates: str = "") -> tuple[dict, list[dict]]:
     """One dataset's summary row and its listed items (skipped files, dropped classes, ignored files)."""
     results = Path(results_root)
     index_path = results / "datasets" / name / "index.tsv"
@@ -65,7 +72,8 @@ def dataset_data(name: str, results_root: str | Path, seeds=(0,), role: str = "t
     root = info.get("root")
     summary = {"dataset": name, "role": role, "kind": kind, "on_bad_image": on_bad_image,
                "too_few_images": too_few_images, "classes_indexed": int(index["label"].nunique()),
-               "images_indexed": len(index), "class_names_from": info.get("class_names_from", "")}
+               "images_indexed": len(index), "class_names_from": info.get("class_names_from", ""),
+               "duplicates": duplicates}
     items: list[dict] = []
 
     # Files that did not decode (prepare, on_bad_image: skip).
@@ -105,15 +113,20 @@ def dataset_data(name: str, results_root: str | Path, seeds=(0,), role: str = "t
         summary["images_in_dropped_classes"] = int(index["label"].isin(dropped).sum())
         summary["classes_used"] = len(kept)
         summary["images_used"] = len(split)
-        per_role = [_read_tsv(p).groupby(["label", "role"]).size().unstack(fill_value=0) for _, p in splits]
+        tables = [_read_tsv(p) for _, p in splits]
+        per_role = [t.groupby(["label", "role"]).size().unstack(fill_value=0) for t in tables]
         for role_name in ("val", "test"):
             counts = pd.concat([r[role_name] if role_name in r else pd.Series(0, index=r.index) for r in per_role])
             lo, hi = int(counts.min()), int(counts.max())
             summary[f"{role_name}_per_class"] = str(lo) if lo == hi else f"{lo}-{hi}"
     else:
+        tables, dropped = [], []
         for key in ("classes_dropped", "images_in_dropped_classes", "classes_used", "images_used",
                     "val_per_class", "test_per_class"):
             summary[key] = ""
+    dup_summary, dup_items = _duplicates(name, index, ok, root, tables, dropped)
+    summary.update(dup_summary)
+    items += dup_items
 
     # Files the indexer did not take (folder datasets: index.json).
     ignored = info.get("ignored", {})
@@ -127,6 +140,34 @@ def dataset_data(name: str, results_root: str | Path, seeds=(0,), role: str = "t
     return summary, items
 
 
+def _duplicates(name: str, index: pd.DataFrame, ok: pd.Series, root, splits: list[pd.DataFrame],
+                dropped_labels) -> tuple[dict, list[dict]]:
+    """Every group of identical files among the images that decode: one item per copy, with its
+    class and its place in the (first) split; and whether any group spans two roles in any seed."""
+    groups = duplicate_groups(index, usable=ok.to_numpy(), root=root)
+    roles = [dict(zip(t["row"].astype(int), t["role"])) for t in splits]
+    across_roles, left_out, items = 0, 0, []
+    for number, g in enumerate(groups, 1):
+        if any(len({r[row] for row in g["rows"] if row in r}) > 1 for r in roles):
+            across_roles += 1
+        kind = "label conflict across classes" if g["kind"] == "across_classes" else "copies within a class"
+        for row, path, label, cname in zip(g["rows"], g["paths"], g["labels"], g["classes"]):
+            if not roles:
+                where = "no split yet"
+            elif row in roles[0]:
+                where = roles[0][row]
+            else:
+                left_out += 1
+                where = "class dropped (too few images)" if label in dropped_labels else "left out (duplicates policy)"
+            items.append({"dataset": name, "item": "duplicate", "name": path,
+                          "class_name": cname, "count": len(g["rows"]),
+                          "reason": f"group {number}, {kind} (sha256 {g['sha256'][:12]}): {where}"})
+    summary = {"duplicate_groups": len(groups), "duplicate_files": sum(len(g["rows"]) for g in groups),
+               "label_conflicts": sum(g["kind"] == "across_classes" for g in groups),
+               "duplicates_left_out": left_out if roles else "", "duplicate_groups_across_roles": across_roles}
+    return summary, items
+
+
 def data_tables(datasets: list[dict], results_root, seeds=(0,)) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``datasets``: dicts with ``name`` and optionally ``role``, ``kind``, ``on_bad_image``,
     ``too_few_images``, ``seeds`` (the source set's split is seed 0 only)."""
@@ -134,7 +175,7 @@ def data_tables(datasets: list[dict], results_root, seeds=(0,)) -> tuple[pd.Data
     for d in datasets:
         summary, listed = dataset_data(d["name"], results_root, d.get("seeds", seeds), role=d.get("role", "target"),
                                        kind=d.get("kind", ""), on_bad_image=d.get("on_bad_image", ""),
-                                       too_few_images=d.get("too_few_images", ""))
+                                       too_few_images=d.get("too_few_images", ""), duplicates=d.get("duplicates", ""))
         rows.append(summary)
         items += listed
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS), pd.DataFrame(items, columns=ITEM_COLUMNS)
@@ -162,10 +203,25 @@ def _kv(summary: pd.Series) -> str:
               ("classes_used", "classes used"), ("val_per_class", "val images per class"),
               ("test_per_class", "test images per class"), ("hidden_files", "hidden files ignored"),
               ("non_image_files", "non-image files ignored"), ("nested_folders", "nested folders ignored"),
-              ("class_names_from", "class names from")]
+              ("class_names_from", "class names from"), ("duplicate_groups", "groups of identical files"),
+              ("duplicate_files", "files in those groups"), ("label_conflicts", "groups across classes (label conflicts)"),
+              ("duplicates_left_out", "copies left out of the split")]
     cells = "".join(f"<tr><th>{_e(label)}</th><td class=\"n\">{_e(summary[key])}</td></tr>"
                     for key, label in labels if str(summary[key]) != "")
     return f"<table>{cells}</table>"
+
+
+def _duplicates_html(s: pd.Series, copies: pd.DataFrame) -> str:
+    spans = int(s["duplicate_groups_across_roles"] or 0)
+    alarm = (f" <b>{spans} group(s) span two roles (train/val/test) in some seed: the split is wrong, re-run it.</b>"
+             if spans else " No group spans two roles (train, val, test) in any seed.")
+    rows = "".join(f"<tr><td>{_e(r['name'])}</td><td>{_e(r['class_name'])}</td><td class=\"n\">{_e(r['count'])}</td>"
+                   f"<td>{_e(r['reason'])}</td></tr>" for _, r in copies.iterrows())
+    return (f"<div class=\"warn\"><b>{_e(s['duplicate_groups'])} group(s) of identical files</b> "
+            f"({_e(s['duplicate_files'])} files; {_e(s['label_conflicts'])} across classes, a label conflict: the same "
+            f"photo under two classes).{alarm}</div>"
+            f"<table><tr><th>file</th><th>class</th><th>copies</th><th>group, and its place in the split (first "
+            f"seed)</th></tr>{rows}</table>")
 
 
 def data_html(summary: pd.DataFrame, items: pd.DataFrame) -> str:
@@ -174,6 +230,7 @@ def data_html(summary: pd.DataFrame, items: pd.DataFrame) -> str:
         name = s["dataset"]
         mine = items[items.dataset == name]
         policy = f"on_bad_image: {s['on_bad_image']}, too_few_images: {s['too_few_images']}" if s["on_bad_image"] else ""
+        policy += f"{', ' if policy else ''}duplicates: {s['duplicates']}" if s["duplicates"] else ""
         parts.append(f"<h3>{_e(name)} <span style=\"font-weight:normal\">({_e(s['role'])}"
                      f"{', ' + _e(s['kind']) if s['kind'] else ''}{'; ' + _e(policy) if policy else ''})</span></h3>")
         parts.append(_kv(s))
@@ -190,6 +247,9 @@ def data_html(summary: pd.DataFrame, items: pd.DataFrame) -> str:
                            for _, r in dropped.iterrows())
             parts.append(f"<div class=\"warn\"><b>{len(dropped)} class(es) dropped</b> (too few images)</div>"
                          f"<table><tr><th>class</th><th>images</th><th>reason</th></tr>{rows}</table>")
+        copies = mine[mine.item == "duplicate"]
+        if len(copies):
+            parts.append(_duplicates_html(s, copies))
         ignored = []
         for key, (item, what) in IGNORED_KINDS.items():
             column = {"hidden": "hidden_files", "non_image": "non_image_files", "folders": "nested_folders"}[key]
@@ -203,12 +263,14 @@ def data_html(summary: pd.DataFrame, items: pd.DataFrame) -> str:
         if ignored:
             parts.append("<p>Files the index left out:</p><table><tr><th>what</th><th>count</th><th>first names</th></tr>"
                          + "".join(ignored) + "</table>")
-        if not (len(skipped) or len(dropped) or ignored):
-            parts.append("<p class=\"fine\">Nothing was skipped, dropped or ignored.</p>")
+        if not (len(skipped) or len(dropped) or ignored or len(copies)):
+            parts.append("<p class=\"fine\">Nothing was skipped, dropped or ignored, and no two files are identical.</p>")
     parts.append("<p class=\"note\">Skipped files are listed in results/prepared/&lt;dataset&gt;/manifest.tsv; the "
                  "split is drawn from the images that decode, so a skipped file never holds a val or test place. "
-                 "Ignored files: results/datasets/&lt;dataset&gt;/index.json (folder datasets). The same lists are in "
-                 "data.tsv.</p>")
+                 "Ignored files: results/datasets/&lt;dataset&gt;/index.json (folder datasets). Identical files (same "
+                 "sha256) follow the dataset's `duplicates` policy (drop: one copy kept within a class, every copy of "
+                 "a label conflict left out; warn: all kept, in train only); the split never puts two copies in two "
+                 "roles. The same lists are in data.tsv.</p>")
     return html_document("Data", "".join(parts), _CSS)
 
 
@@ -236,23 +298,26 @@ def cmd_data_report(args) -> None:
     kinds, policies = _pairs(args.kinds, "kinds"), _pairs(args.policies, "policies")
     entries = []
     for name, role in [(d, "target") for d in args.targets] + ([(args.source, "source")] if args.source else []):
-        on_bad, _, too_few = policies.get(name, "").partition(",")
+        on_bad, too_few, duplicates = (policies.get(name, "").split(",") + ["", "", ""])[:3]
         entries.append({"name": name, "role": role, "kind": kinds.get(name, ""), "on_bad_image": on_bad,
-                        "too_few_images": too_few, "seeds": [0] if role == "source" else args.seeds})
+                        "too_few_images": too_few, "duplicates": duplicates,
+                        "seeds": [0] if role == "source" else args.seeds})
     summary, items = write_data_section(entries, args.results_root, args.html, args.tsv, args.summary_tsv)
     print(f"data-report: {len(summary)} datasets, {int((items.item == 'skipped_file').sum())} skipped files, "
-          f"{int((items.item == 'dropped_class').sum())} dropped classes -> {args.html}")
+          f"{int((items.item == 'dropped_class').sum())} dropped classes, "
+          f"{int(summary['duplicate_groups'].sum()) if len(summary) else 0} groups of identical files -> {args.html}")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("data-report", help="the report's Data section: skipped files, dropped classes, ignored files")
+    p = subparsers.add_parser("data-report", help="the report's Data section: skipped files, dropped classes, "
+                              "ignored files, identical files")
     p.add_argument("--results-root", default="results", help="folder holding datasets/, prepared/ and splits/")
     p.add_argument("--targets", nargs="*", default=[], help="target datasets")
     p.add_argument("--source", default=None, help="the source set (its split is seed 0)")
     p.add_argument("--seeds", nargs="*", type=int, default=[0], help="split seeds of the target datasets")
     p.add_argument("--kinds", nargs="*", default=[], help="name=kind (folder, synthetic, cub200, ...)")
-    p.add_argument("--policies", nargs="*", default=[], help="name=on_bad_image,too_few_images")
+    p.add_argument("--policies", nargs="*", default=[], help="name=on_bad_image,too_few_images[,duplicates]")
     p.add_argument("--html", required=True)
-    p.add_argument("--tsv", required=True, help="one row per skipped file, dropped class and ignored file")
+    p.add_argument("--tsv", required=True, help="one row per skipped file, dropped class, ignored file and duplicate")
     p.add_argument("--summary-tsv", default=None, help="one row per dataset")
     p.set_defaults(func=cmd_data_report)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from halsal import spec
 from halsal.io import write_text, write_tsv
 from halsal.report.aggregate import variant_of, SYNTHETIC_NOTE, sort_ks
 from halsal.report.page import html_page
@@ -70,13 +71,14 @@ def accuracy_cells(runs: pd.DataFrame, arch: str, variant: str, datasets=(), met
     configured = set(methods) | set(sel.method)
     arch_configured = arch_configured or len(sel) > 0
     syn = set(synthetic_datasets) | set(sel[sel.synthetic.astype(bool)].dataset if len(sel) else [])
-    labels = method_labels(sel)
+    labels = {**method_labels(sel), spec.LINEAR_PROBE: spec.LINEAR_PROBE_LABEL}
+    order = METHOD_ORDER + ([spec.LINEAR_PROBE] if len(sel) and (sel.method == spec.LINEAR_PROBE).any() else [])
     smic_spectral = smic_maps_kind(sel) == "spectral_residual"
     rows = []
     for dataset in datasets:
         kind = kinds.get(dataset)
         comparison = _comparison(dataset, dataset in syn, kind, _num_classes(sel, dataset), ks)
-        for method in METHOD_ORDER:
+        for method in order:
             cell_runs = sel[(sel.dataset == dataset) & (sel.method == method)]
             own = SMIC_SPECTRAL_COMPARISON if method == "smic" and smic_spectral else comparison
             compared = own == "comparable"  # otherwise the paper's value is for reference: no difference
@@ -233,9 +235,18 @@ def differences_html(diffs: pd.DataFrame, synthetic: bool, not_run_note: str | N
     return html_page(title, f"{warning}<table>{head}{''.join(rows)}</table><p class=\"note\">{note}</p>", synthetic)
 
 
-def write_tables(runs: pd.DataFrame, outdir, variant: str, archs=("alexnet", "resnet152"), configured_archs=(),
-                 datasets=(), methods=(), ks=(), synthetic_datasets=(), dataset_kinds=None) -> dict:
-    """table_{arch}.tsv/.html for every arch (a not-run note for unconfigured ones),
+def read_probes(paths) -> pd.DataFrame:
+    """The linear-probe rows of ``halsal probe`` (probe.tsv files), in the runs' columns."""
+    frames = [pd.read_csv(p, sep="\t", dtype={"k": str}) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def write_tables(runs: pd.DataFrame, outdir, variant: str, archs=spec.PAPER_ARCHS, configured_archs=(),
+                 datasets=(), methods=(), ks=(), synthetic_datasets=(), dataset_kinds=None,
+                 probes: pd.DataFrame | None = None) -> dict:
+    """table_{arch}.tsv/.html for every paper arch (a not-run note for unconfigured ones) and
+    every configured arch that is not in the paper; ``probes`` (read_probes) adds the linear-probe
+    reference row to the accuracy tables only (never to the differences or the health table).
     differences.tsv/.html, saliency_health.tsv/.html and accuracy cells for all archs;
     returns {name: DataFrame}. A dead saliency map in any run of an arch's main variant puts a
     warning above that arch's table and above the differences."""
@@ -244,8 +255,14 @@ def write_tables(runs: pd.DataFrame, outdir, variant: str, archs=("alexnet", "re
     out = {}
     outdir = Path(outdir)
     all_cells = []
+    archs = [*archs, *(a for a in configured_archs if a not in archs)]
+    with_probe = runs
+    if probes is not None and len(probes):
+        with_probe = pd.concat([runs, probes[[c for c in probes.columns if c in runs.columns or c in
+                                              ("arch", "dataset", "method", "variant", "k", "seed", "test_acc",
+                                               "synthetic")]]], ignore_index=True)
     for arch in archs:
-        cells = accuracy_cells(runs, arch, variant, datasets, methods, ks, synthetic_datasets,
+        cells = accuracy_cells(with_probe, arch, variant, datasets, methods, ks, synthetic_datasets,
                                arch_configured=arch in configured_archs, dataset_kinds=dataset_kinds)
         ran = bool(len(runs)) and arch in set(runs.arch)
         note = None

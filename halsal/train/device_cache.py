@@ -12,28 +12,33 @@ import numpy as np
 import torch
 
 from halsal.errors import HalsalError
-from halsal.models import MEAN, STD
+from halsal.models.weights import normalisation as weights_normalisation
 
 
 class DeviceImages:
     """A uint8 image cache ``(N, S, S, 3)`` on ``device`` and the batches cut from it."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, device: torch.device, input_size: int,
-                 random_crop: bool = True, flip: bool = True):
+                 random_crop: bool = True, flip: bool = True, normalisation: tuple | None = None):
+        """``normalisation``: ``(mean, std)`` per channel on [0, 1] pixels, the one the backbone's
+        weights were trained with (:func:`halsal.models.weights.normalisation`); None: torchvision's
+        ImageNet weights' (AlexNet's enum)."""
         if images.ndim != 4 or images.shape[-1] != 3:
             raise HalsalError(f"image cache has shape {images.shape}; expected (N, S, S, 3)")
         if images.shape[1] < input_size or images.shape[2] < input_size:
             raise HalsalError(f"cached images are {images.shape[1]}x{images.shape[2]}, smaller than "
                               f"data.input_size={input_size}: set data.resize >= data.input_size and re-run prepare")
         self.device = device
-        # NHWC uint8 -> NCHW uint8 once; stays on the device for the whole run.
-        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).contiguous()
+        # NHWC uint8 -> NCHW uint8 once, chunk by chunk (one copy on the device); stays there for the run.
+        self.images = upload(images, device, nchw=True)
         self.labels = torch.as_tensor(np.array(labels), dtype=torch.long, device=device)
         self.input_size = input_size
         self.random_crop = random_crop
         self.flip = flip
-        self.mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(STD, device=device).view(1, 3, 1, 1) * 255
+        mean, std = normalisation or weights_normalisation("alexnet")
+        self.normalisation = (tuple(mean), tuple(std))
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -101,9 +106,34 @@ def sliced_crops(images, idx, oy, ox, flip, s: int) -> torch.Tensor:
     return out
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise HalsalError("train.device is 'cuda' but torch sees no CUDA GPU: set train.device to 'auto' or 'cpu'")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+UPLOAD_CHUNK_BYTES = 1 << 28  # host -> device in pieces of at most 256 MiB
+
+
+def upload(array: np.ndarray, device: torch.device, nchw: bool = False) -> torch.Tensor:
+    """``array`` as one tensor on ``device`` with no second full copy there: the target is
+    allocated once and filled chunk by chunk, each chunk permuted NHWC -> NCHW on its way when
+    ``nchw``. (``.to(device).permute(...).contiguous()`` held the NHWC upload and the NCHW copy
+    at once: twice the cache in GPU memory, 18 GB for the paper's 9.8 GB Step-1 source.) On
+    the CPU an array that needs no permute is shared, not copied."""
+    device = torch.device(device)
+    if device.type == "cpu" and not nchw:
+        return torch.from_numpy(np.ascontiguousarray(array))
+    n = len(array)
+    shape = (n, array.shape[3], array.shape[1], array.shape[2]) if nchw else tuple(array.shape)
+    out = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, array.dtype)).dtype, device=device)
+    rows = max(1, UPLOAD_CHUNK_BYTES // max(1, array[0].nbytes)) if n else 1
+    for start in range(0, n, rows):
+        chunk = array[start:start + rows]
+        if not (chunk.flags.writeable and chunk.flags.c_contiguous):  # a read-only memory map: copy the chunk
+            chunk = np.array(chunk)
+        src = torch.from_numpy(chunk)
+        out[start:start + len(chunk)].copy_(src.permute(0, 3, 1, 2) if nchw else src)
+    return out
+
+
+def resolve_device(name: str = "auto", gpus: int | None = None) -> torch.device:
+    """The training device; asking for a GPU that torch cannot use is an error naming the cause
+    (:func:`halsal.gpu.resolve_device`), never a quiet CPU run."""
+    from halsal.gpu import resolve_device as resolve
+
+    return resolve(name, gpus)

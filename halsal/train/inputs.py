@@ -17,7 +17,7 @@ import torch
 from halsal.data.boxes import CACHE_BOX_COLUMNS, crop_boxes
 from halsal.data.splits import relabel, select
 from halsal.errors import HalsalError
-from halsal.train.device_cache import DeviceImages
+from halsal.train.device_cache import DeviceImages, upload
 
 
 @dataclass
@@ -39,11 +39,11 @@ class DeviceImagesWithMaps(DeviceImages):
     the same crop offsets and flips as its image."""
 
     def __init__(self, images: np.ndarray, maps: np.ndarray, labels: np.ndarray, device: torch.device,
-                 input_size: int, random_crop: bool = True, flip: bool = True):
-        super().__init__(images, labels, device, input_size, random_crop, flip)
+                 input_size: int, random_crop: bool = True, flip: bool = True, normalisation: tuple | None = None):
+        super().__init__(images, labels, device, input_size, random_crop, flip, normalisation)
         if maps.shape != images.shape[:3]:
             raise HalsalError(f"saliency maps have shape {maps.shape}, the images {images.shape[:3]}")
-        self.maps = torch.from_numpy(np.ascontiguousarray(maps)).to(device)
+        self.maps = upload(maps, device)  # chunked: one copy on the device
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] == 4:
@@ -69,10 +69,11 @@ class DeviceImagesWithMaps(DeviceImages):
 
 def load_split(prepared: str | Path, split_tsv: str | Path, k, device: torch.device, input_size: int,
                random_crop: bool = True, flip: bool = True, maps: np.ndarray | None = None,
-               cache: np.ndarray | None = None) -> SplitData:
+               cache: np.ndarray | None = None, normalisation: tuple | None = None) -> SplitData:
     """Train/val/test sets of a split; ``maps`` (uint8 ``(N, S, S)``, rows as the cache) adds the
     SMIC saliency map as a 4th channel. ``cache``: ``prepared``'s images.npy already opened
-    (a fine-tuning job opens it once for all its runs)."""
+    (a fine-tuning job opens it once for all its runs). ``normalisation``: the backbone weights'
+    ``(mean, std)`` (:func:`halsal.models.weights.normalisation`)."""
     prepared = Path(prepared)
     images_path = prepared / "images.npy"
     if cache is None:
@@ -100,7 +101,7 @@ def load_split(prepared: str | Path, split_tsv: str | Path, k, device: torch.dev
             raise HalsalError(f"split {split_tsv} has no {role} images for k={k}")
         augment = role == "train"
         idx = rows["row"].to_numpy()
-        opts = dict(random_crop=random_crop and augment, flip=flip and augment)
+        opts = dict(random_crop=random_crop and augment, flip=flip and augment, normalisation=normalisation)
         if maps is None:
             parts[role] = DeviceImages(cache[idx], rows["label"].to_numpy(), device, input_size, **opts)
         else:

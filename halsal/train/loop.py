@@ -6,7 +6,11 @@ resumable checkpoint after every epoch. Test accuracy is never looked at here: t
 measures it once, on the selected weights.
 
 Determinism: the RNGs are re-seeded from (seed, epoch) at the start of every epoch, so a run
-resumed from its epoch-e checkpoint continues exactly as an uninterrupted run would.
+resumed from its epoch-e checkpoint continues exactly as an uninterrupted run would: bit for bit
+on the CPU. On CUDA the batches are the same bits (drawn on the CPU), but the results match only
+to float rounding: ``cudnn.benchmark`` picks kernels by timing, and the backward passes of
+bilinear interpolation and adaptive average pooling add with atomics (docs/decisions.md,
+"GPU path").
 
 Speed: the loss and accuracy sums stay on the device (one host sync per epoch, not per batch);
 ``precision: bf16`` runs the forward pass under ``torch.autocast`` (CUDA and CPU), and
@@ -96,9 +100,13 @@ def autocast(device: torch.device, precision: str = "fp32"):
 def check_precision(device: torch.device, precision: str) -> None:
     if precision not in PRECISIONS:
         raise HalsalError(f"train precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise HalsalError(f"train.precision is 'bf16' but {torch.cuda.get_device_name(device)} has no bfloat16 "
-                          "support (it needs compute capability 8.0+): set train.precision to 'fp32'")
+    # The compute capability, not torch.cuda.is_bf16_supported(): that accepts emulated bf16
+    # (including_emulation=True), so V100 (7.0) and T4 (7.5) would pass and run bf16 slowly.
+    if precision == "bf16" and device.type == "cuda" and tuple(torch.cuda.get_device_capability(device)) < (8, 0):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise HalsalError(f"train.precision is 'bf16' but {torch.cuda.get_device_name(device)} has compute capability "
+                          f"{major}.{minor}; bfloat16 needs 8.0+ (Ampere or newer; older GPUs only emulate it): "
+                          "set train.precision to 'fp32'")
 
 
 def seed_everything(seed: int, epoch: int = 0) -> torch.Generator:
@@ -185,7 +193,9 @@ def fit(model: nn.Module, train: DeviceImages, val: DeviceImages, cfg: OptimConf
     device = train.device
     check_precision(device, cfg.precision)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+        # Fixed input size: let cuDNN pick the fastest kernels (by timing, so two runs may pick
+        # different ones: CUDA results agree to float rounding, not bit for bit; see the docstring).
+        torch.backends.cudnn.benchmark = True
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)  # in place: the optimizer below sees the same tensors
     optimizer = make_optimizer(model, cfg)

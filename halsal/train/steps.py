@@ -31,9 +31,12 @@ import torch
 from halsal import spec
 from halsal.data.smic_maps import load_maps
 from halsal.errors import HalsalError
+from halsal.gpu import run_record
 from halsal.io import save_npz, torch_load, torch_save, write_json, write_tsv
-from halsal.models import build_model, check_variant, frozen_bn_eval, init_from_scratch
-from halsal.models.weights import backbone_state_dict, imagenet_state_dict, load_backbone, load_weights_file
+from halsal.models import ARCHS, build_model, check_variant, frozen_bn_eval, init_from_scratch
+from halsal.models.imagenet import imagenet_labels
+from halsal.models.weights import (WEIGHT_ENUMS, backbone_state_dict, imagenet_state_dict, load_backbone,
+                                   load_weights_file, normalisation)
 from halsal.train.inputs import load_split
 from halsal.train.health import is_dead
 from halsal.train.loop import OptimConfig, accuracy, evaluate, fit, seed_everything
@@ -53,15 +56,18 @@ def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, 
     """Step 0: write a torchvision-keyed state dict to ``out`` and a JSON summary beside it."""
     _num_threads(threads)
     out = Path(out)
-    info = {"arch": arch, "weights": weights}
+    info = {"arch": arch, "weights": weights, **run_record(device, source_prepared)}
     if weights == "imagenet":
         state = imagenet_state_dict(arch)
-        info["source"] = "torchvision ImageNet weights"
+        enum = WEIGHT_ENUMS[arch]
+        info["source"] = (f"ImageNet-1k weights from {enum.meta['package']} (sha256 {enum.meta['sha256'][:12]}...)"
+                          if "package" in enum.meta else "torchvision ImageNet weights")
     elif weights == "scratch":
         if source_prepared is None or source_split is None:
             raise HalsalError("model.weights is 'scratch' but no source set was given for Step 0")
         aug = augment or {}
-        data = load_split(source_prepared, source_split, "K", device, input_size, aug.get("random_crop", True), aug.get("flip", True))
+        data = load_split(source_prepared, source_split, "K", device, input_size, aug.get("random_crop", True),
+                          aug.get("flip", True), normalisation=normalisation(arch))
         seed_everything(0)
         model = build_model(arch, len(data.class_names), saliency="none", fc_width=fc_width)
         init_from_scratch(model)
@@ -80,8 +86,16 @@ def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, 
         info["source"] = f"local file {weights}"
     # Check it loads into the network before anything downstream relies on it.
     classes = state[_top_weight_key(arch)].shape[0]
-    load_backbone(build_model(arch, classes, saliency="none", **_shape_opts(arch, state)), state)
+    net = build_model(arch, classes, saliency="none", **_shape_opts(arch, state))
+    load_backbone(net, state)
     info["num_classes"] = int(classes)
+    info["normalisation"] = dict(zip(("mean", "std"), normalisation(arch)))
+    if weights != "scratch" and source_prepared is not None and source_split is not None:
+        # No training: the weights' own accuracy on the source set's test images.
+        data = load_split(source_prepared, source_split, "K", device, input_size, False, False,
+                          normalisation=normalisation(arch))
+        allowed = _source_labels(data, classes, backbone_pt=f"the {weights} weights")
+        info["source_test"] = _source_accuracy(net.to(device), data.test, allowed)
     torch_save(out, {k: v.cpu() for k, v in state.items()})
     write_json(out.with_suffix(".json"), info)
     out.with_suffix(".ckpt").unlink(missing_ok=True)
@@ -134,7 +148,7 @@ def _maps_source(maps) -> str:
 
 
 def _top_weight_key(arch: str) -> str:
-    return {"alexnet": "classifier.6.weight", "resnet152": "fc.weight"}[arch]
+    return ARCHS[arch].TOP_KEY
 
 
 def _shape_opts(arch: str, state: dict) -> dict:
@@ -151,15 +165,11 @@ def pretrain_saliency(arch: str, variant: str, backbone_pt: str | Path, out: str
     _num_threads(threads)
     out = Path(out)
     aug = augment or {}
-    data = load_split(source_prepared, source_split, "K", device, input_size, aug.get("random_crop", True), aug.get("flip", True))
+    data = load_split(source_prepared, source_split, "K", device, input_size, aug.get("random_crop", True),
+                      aug.get("flip", True), normalisation=normalisation(arch))
     state = torch_load(backbone_pt)
     classes = state[_top_weight_key(arch)].shape[0]
-    if classes != len(data.class_names):
-        raise HalsalError(
-            f"the backbone {backbone_pt} has {classes} output classes but the source set has "
-            f"{len(data.class_names)}: Step 1 keeps the backbone's classifier frozen, so the source set "
-            f"must use the backbone's classes (ImageNet weights need ImageNet validation images with ImageNet labels)"
-        )
+    allowed = _source_labels(data, classes, backbone_pt)
     seed_everything(0)
     model = build_model(arch, classes, **_variant(arch, variant), **_shape_opts(arch, state)).to(device)
     load_backbone(model, state)
@@ -177,12 +187,52 @@ def pretrain_saliency(arch: str, variant: str, backbone_pt: str | Path, out: str
     _, sal_val, _, _ = evaluate(model, data.val, data.boxes.get("val"))
     test_acc, sal_test, _, _ = evaluate(model, data.test, data.boxes.get("test"))
     info = {"arch": arch, "variant": variant, "best_epoch": result.best_epoch, "val_acc": result.best_val_acc,
-            "test_acc": test_acc, "epochs": cfg.epochs,
+            "test_acc": test_acc, "num_classes": int(classes), "source_classes": len(data.class_names), **run_record(device, source_prepared),
+            "source_test": _source_accuracy(model, data.test, allowed), "epochs": cfg.epochs,
             "saliency": {"before": sal_before, "val": sal_val, "test": sal_test}, "history": result.history}
     _warn_if_dead(sal_test, f"Step 1 ({arch}, {variant}) on the source set's test images")
     write_json(out.with_suffix(".json"), info)
     out.with_suffix(".ckpt").unlink(missing_ok=True)
     return info
+
+
+def _source_labels(data, classes: int, backbone_pt) -> list[int] | None:
+    """Label the source set with the backbone's classes. Step 1 keeps the backbone's classifier
+    frozen: a source set with the backbone's class count is used as it is; an ImageNet-1k
+    backbone with a smaller ImageNet-derived set (Tiny ImageNet) gets each class's ImageNet index
+    from its wnid (halsal.models.imagenet), in place. Returns those indices (None: unchanged)."""
+    if classes == len(data.class_names):
+        return None
+    if classes != 1000:
+        raise HalsalError(
+            f"the backbone {backbone_pt} has {classes} output classes but the source set has "
+            f"{len(data.class_names)}: Step 1 keeps the backbone's classifier frozen, so the source set "
+            f"must use the backbone's classes (ImageNet weights need ImageNet images with ImageNet labels)")
+    rows = data.test_rows.drop_duplicates("label")
+    mapping = imagenet_labels(dict(zip(rows["label"].astype(int), rows["path"])))
+    missing = sorted(set(range(len(data.class_names))) - set(mapping))
+    if missing:
+        raise HalsalError(f"source classes {[data.class_names[i] for i in missing[:5]]} have no test image to read "
+                          "their wnid from")
+    lut = torch.tensor([mapping[i] for i in range(len(data.class_names))], device=data.test.labels.device)
+    for part in (data.train, data.val, data.test):
+        part.labels = lut[part.labels]
+    return lut.tolist()
+
+
+@torch.no_grad()
+def _source_accuracy(model, data, allowed: list[int] | None) -> dict:
+    """Top-1 over all the classifier's classes and, for a subset of ImageNet, over its classes only."""
+    out = {"top1": accuracy(model, data), "n": len(data)}
+    if allowed is not None:
+        idx = torch.tensor(allowed)
+        was = model.training
+        model.eval()
+        preds = torch.cat([model(x)[:, idx.to(x.device)].argmax(1).cpu() for x, _ in data.eval_batches()])
+        model.train(was)
+        out["top1_restricted"] = (idx[preds] == data.labels.cpu()).float().mean().item()
+        out["restricted_to"] = len(allowed)
+    return out
 
 
 def _variant(arch: str, variant: str) -> dict:
@@ -358,7 +408,7 @@ def finetune_run(inputs: FinetuneInputs, run: FinetuneRun) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     kind, _, freeze = METHODS[method]
     data = load_split(inputs.prepared, run.split_tsv, k, device, input_size, aug.get("random_crop", True),
-                      aug.get("flip", True), maps=inputs.maps, cache=inputs.cache)
+                      aug.get("flip", True), maps=inputs.maps, cache=inputs.cache, normalisation=normalisation(arch))
     seed_everything(seed)  # the Xavier init of fc8 (and of a scratch saliency branch) depends on the seed
     state = inputs.backbone
     model = build_model(arch, len(data.class_names), saliency=kind, **_variant(arch, variant), **_shape_opts(arch, state)).to(device)
@@ -397,7 +447,7 @@ def finetune_run(inputs: FinetuneInputs, run: FinetuneRun) -> dict:
         "best_epoch": result.best_epoch, "val_acc": result.best_val_acc, "test_acc": test_acc,
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test), "skipped_images": data.skipped,
         "config": {**cfg.__dict__, "augment": aug}, "weights": inputs.weights,
-        "wall_seconds": round(time.perf_counter() - t0, 2), "device": str(device),
+        "wall_seconds": round(time.perf_counter() - t0, 2), **run_record(device, inputs.prepared),
     }
     if has_map:  # before fine-tuning (test images), and at the selected epoch (val, test)
         metrics["saliency"] = {"before": sal_before, "val": sal_val, "test": sal_test}

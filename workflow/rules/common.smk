@@ -160,6 +160,13 @@ def seeds_for(k):
 
 
 def gpu_resources():
+    """GPUs per GPU job (config resources.gpu; a profile's set-resources wins). Every GPU rule
+    runs `python -m halsal --gpus {resources.gpu} ...`: with 0 the job's GPUs are hidden
+    (CUDA_VISIBLE_DEVICES=''), so `device: auto` trains on the CPU and nothing starts CUDA work
+    that Snakemake did not count; with N > 0 the job claims N free GPU slots of its own
+    (flock, halsal/gpu.py) and narrows CUDA_VISIBLE_DEVICES to them, so jobs that run side by
+    side (at most the profile's `resources: gpu=<GPU count>`) never share a GPU, and a GPU that
+    torch/DALI cannot use stops the job with the cause instead of a CPU run."""
     return RES["gpu"]
 
 
@@ -199,9 +206,9 @@ def max_k():
 
 
 def backbone_inputs(wildcards):
-    if weights_for(wildcards.arch) == "scratch":
-        return {"prepared": f"results/prepared/{SOURCE}/images.npy", "split": f"results/splits/{SOURCE}/seed0.tsv"}
-    return {}
+    """Step 0 reads the source set: to train on it (scratch), or to measure the weights on its
+    test images (ImageNet weights, or a local file)."""
+    return {"prepared": f"results/prepared/{SOURCE}/images.npy", "split": f"results/splits/{SOURCE}/seed0.tsv"}
 
 
 # Methods that start from the Step-1 saliency branch (halsal.spec).

@@ -104,6 +104,7 @@ rule split:
         val=DATA["val_per_class"],
         test=DATA["test_per_class"],
         too_few=lambda wc: data_policy(wc.dataset, "too_few_images"),
+        duplicates=lambda wc: data_policy(wc.dataset, "duplicates"),
     log:
         f"{LOGS}/splits/{{dataset}}/seed{{seed}}.log",
     benchmark:
@@ -118,5 +119,5 @@ rule split:
         "k-shot split of {wildcards.dataset}, seed {wildcards.seed}"
     shell:
         "python -m halsal split --index {input.index} --seed {wildcards.seed} --val-per-class {params.val} "
-        "--test-per-class {params.test} --max-k {params.max_k} --too-few {params.too_few} "
+        "--test-per-class {params.test} --max-k {params.max_k} --too-few {params.too_few} --duplicates {params.duplicates} "
         "--manifest {input.manifest} --notes {output.notes} --out {output.split} > {log} 2>&1"

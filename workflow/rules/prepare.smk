@@ -26,5 +26,5 @@ rule prepare:
     message:
         "Decoding {wildcards.dataset} to {params.resize}px uint8 arrays ({params.backend} backend)"
     shell:
-        "python -m halsal prepare --index {input.index} --out-dir {params.out_dir} "
+        "python -m halsal --gpus {resources.gpu} prepare --index {input.index} --out-dir {params.out_dir} "
         "--resize {params.resize} --backend {params.backend} --on-error {params.on_error} > {log} 2>&1"

@@ -62,9 +62,14 @@ rule aggregate:
 # (not declared here: thousands of inputs in the paper's grid). predictions.tsv is written by
 # the same finetune job as the metrics.json that `aggregate` depends on, so runs.tsv is
 # rebuilt, and this rule re-run, whenever a predictions file changes.
+# Tables of configured archs that are not in the paper (EfficientNet-Lite0).
+EXTRA_ARCHS = [a for a in config["archs"] if a not in spec.PAPER_ARCHS]
+
+
 rule report_tables:
     input:
         runs="results/tables/runs.tsv",
+        probe=probe_outputs(),
     output:
         alexnet=report(
             f"{REPORT}/table_alexnet.html",
@@ -94,7 +99,11 @@ rule report_tables:
             subcategory="Saliency health",
             labels={"table": "Saliency health: dead maps, map mean, object ratio"},
         ),
+        extra=[report(f"{REPORT}/table_{a}.html", caption=f"{CAPTIONS}/table.rst", category="Tables",
+                      subcategory="Accuracy (not in the paper)", labels={"table": spec.ARCH_LABELS[a]})
+               for a in EXTRA_ARCHS],
         tsv=multiext(f"{REPORT}/table_", "alexnet.tsv", "resnet152.tsv"),
+        extra_tsv=[f"{REPORT}/table_{a}.tsv" for a in EXTRA_ARCHS],
         diff_tsv=f"{REPORT}/differences.tsv",
         health_tsv=f"{REPORT}/saliency_health.tsv",
     params:
@@ -122,7 +131,7 @@ rule report_tables:
         "Accuracy tables in the paper's layout, paired differences and saliency health -> {params.outdir}"
     shell:
         "python -m halsal tables --runs {input.runs:q} --outdir {params.outdir:q} --variant {params.variant} "
-        "--archs {params.archs} --datasets {params.datasets} --methods {params.methods} "
+        "--archs {params.archs} --probe {input.probe:q} --datasets {params.datasets} --methods {params.methods} "
         "--ks {params.ks} --synthetic-datasets {params.synthetic} --dataset-kinds {params.kinds} > {log:q} 2>&1"
 
 

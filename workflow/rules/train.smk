@@ -29,7 +29,7 @@ rule backbone:
     message:
         "Step 0: {wildcards.arch} backbone ({params.weights})"
     shell:
-        "python -m halsal backbone --arch {wildcards.arch} --weights {params.weights} {params.source} "
+        "python -m halsal --gpus {resources.gpu} backbone --arch {wildcards.arch} --weights {params.weights} {params.source} "
         "--out {output.weights} {params.optim} --fc-width {params.fc_width} --threads {threads} > {log} 2>&1"
 
 
@@ -59,7 +59,7 @@ rule pretrain_saliency:
     message:
         "Step 1: saliency branch {wildcards.variant} for {wildcards.arch} on {params.source} (RGB and joint branches frozen)"
     shell:
-        "python -m halsal pretrain-saliency --arch {wildcards.arch} --variant {wildcards.variant} "
+        "python -m halsal --gpus {resources.gpu} pretrain-saliency --arch {wildcards.arch} --variant {wildcards.variant} "
         "--backbone {input.backbone} --source-prepared {params.prepared} --source-split {input.split} "
         "--out {output.weights} {params.optim} --threads {threads} > {log} 2>&1"
 
@@ -123,7 +123,7 @@ rule finetune:
     message:
         "Step 2: {wildcards.method} on {wildcards.dataset} ({wildcards.arch}, {wildcards.variant}), {params.label}"
     shell:
-        "python -m halsal finetune --arch {wildcards.arch} --method {wildcards.method} --variant {wildcards.variant} "
+        "python -m halsal --gpus {resources.gpu} finetune --arch {wildcards.arch} --method {wildcards.method} --variant {wildcards.variant} "
         "--dataset {wildcards.dataset} --prepared {params.prepared} --backbone {input.backbone} "
         "{params.saliency} {params.maps} {params.synthetic} {params.runs} {params.optim} "
         "--threads {threads} > {log} 2>&1"

@@ -1,0 +1,103 @@
+"""A linear-probe reference row (not in the paper): logistic regression on frozen features.
+
+The simplest use of the same backbone: its pooled features (the input of the top layer, no
+saliency branch, no training of the network), centre crops at the run's input size, then
+scikit-learn's multinomial logistic regression on the same k-shot train images, with the same
+splits and seeds as Step 2. The inverse regularisation ``C`` is chosen on the split's
+validation images (never on test); the test accuracy of that ``C`` is the row's value.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from halsal.data.splits import relabel, select
+from halsal.errors import HalsalError
+from halsal.io import torch_load, write_tsv
+from halsal.models import ARCHS, build_model
+from halsal.models.weights import load_backbone, normalisation
+from halsal.train.device_cache import DeviceImages
+
+METHOD = "linear_probe"
+CS = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried on validation
+
+
+@torch.no_grad()
+def pooled_features(arch: str, backbone_pt, images: np.ndarray, input_size: int, device=torch.device("cpu"),
+                    batch_size: int = 128) -> np.ndarray:
+    """(N, D) features of the backbone's top-layer input for uint8 ``images`` (N, S, S, 3),
+    centre-cropped to ``input_size`` and normalised as the weights expect."""
+    state = torch_load(backbone_pt)
+    model = build_model(arch, state[ARCHS[arch].TOP_KEY].shape[0], saliency="none",
+                        **({"fc_width": int(state["classifier.1.weight"].shape[0])} if arch == "alexnet" else {}))
+    load_backbone(model, state)
+    top = model.top_layer()
+    for name, module in model.named_modules():  # the top layer -> identity: the pooled features come out
+        if module is top:
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, leaf, nn.Identity())
+    model.eval().to(device)
+    data = DeviceImages(images, np.zeros(len(images)), device, input_size, False, False, normalisation(arch))
+    return torch.cat([model(x).float().cpu() for x, _ in data.eval_batches(batch_size)]).numpy()
+
+
+def probe_split(features: np.ndarray, split: pd.DataFrame, k, cs=CS) -> dict:
+    """Fit on the k-shot train rows of ``split``, choose C on val, score test."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    split, names = relabel(split)
+    if len(names) < 2:
+        raise HalsalError(f"a linear probe needs at least 2 classes, the split has {len(names)}")
+    parts = {role: select(split, role, k if role == "train" else None) for role in ("train", "val", "test")}
+    for role, rows in parts.items():
+        if rows.empty:
+            raise HalsalError(f"the split has no {role} images for k={k}")
+    xs = {role: features[rows["row"].to_numpy()] for role, rows in parts.items()}
+    ys = {role: rows["label"].to_numpy() for role, rows in parts.items()}
+    scaler = StandardScaler().fit(xs["train"])
+    xs = {role: scaler.transform(x) for role, x in xs.items()}
+    best = None
+    for c in cs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # lbfgs convergence notes at large C on tiny k
+            clf = LogisticRegression(C=c, max_iter=2000).fit(xs["train"], ys["train"])
+        val = float((clf.predict(xs["val"]) == ys["val"]).mean())
+        if best is None or val > best[0]:  # ties keep the stronger regularisation (the earlier C)
+            best = (val, c, clf)
+    val, c, clf = best
+    test = float((clf.predict(xs["test"]) == ys["test"]).mean())
+    return {"C": c, "val_acc": val, "test_acc": test, "num_classes": len(names),
+            "n_train": len(ys["train"]), "n_val": len(ys["val"]), "n_test": len(ys["test"])}
+
+
+def linear_probe(*, arch: str, dataset: str, backbone_pt, prepared, runs, input_size: int, out_tsv,
+                 device=torch.device("cpu"), synthetic: bool = False, variant: str = "") -> pd.DataFrame:
+    """The probe for every ``(k, seed, split_tsv)`` of ``runs``; one row each in ``out_tsv``."""
+    images_path = Path(prepared) / "images.npy"
+    if not images_path.is_file():
+        raise HalsalError(f"{images_path} is missing: run the prepare rule for this dataset first")
+    cache = np.load(images_path, mmap_mode="r", allow_pickle=False)
+    splits = {str(s): pd.read_csv(s, sep="\t", keep_default_na=False) for _, _, s in runs}
+    manifest = Path(prepared) / "manifest.tsv"
+    if manifest.is_file():  # images that prepare skipped are left out, as in Step 2
+        status = pd.read_csv(manifest, sep="\t", keep_default_na=False).set_index("row")["status"]
+        splits = {s: df[df["row"].map(status).eq("ok")] for s, df in splits.items()}
+    used = np.unique(np.concatenate([df["row"].to_numpy() for df in splits.values()]))
+    got = pooled_features(arch, backbone_pt, np.asarray(cache[used]), input_size, device)
+    feats = np.zeros((len(cache), got.shape[1]), dtype=np.float32)
+    feats[used] = got
+    rows = []
+    for k, seed, split_tsv in runs:
+        r = probe_split(feats, splits[str(split_tsv)], str(k))
+        rows.append({"arch": arch, "dataset": dataset, "method": METHOD, "variant": variant, "k": str(k),
+                     "seed": int(seed), "synthetic": bool(synthetic), "input_size": input_size, **r})
+    table = pd.DataFrame(rows)
+    write_tsv(out_tsv, table)
+    return table
