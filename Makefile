@@ -1,9 +1,11 @@
 # halsal: two commands from a fresh clone.
 #   make run   - create .venv, run the default (synthetic, offline) workflow, write reports/report.html
 #   make test  - create .venv, run the test suite
-#   make photos - optional: the reduced real photographs of ../shared/data (config/photos.yaml,
-#                about an hour on a 2-core CPU), writes reports/photos.html and the numbers of
-#                docs/results-photos.md (between its generated-block markers, timed)
+#   make photos - optional: the reduced real photographs of ../shared/data on the ImageNet-pretrained
+#                EfficientNet-Lite0 (config/photos.yaml, under 2 hours on a 2-core CPU), writes
+#                reports/photos.html and the numbers of docs/results-photos.md (its generated block, timed)
+#   make photos-scratch - the older from-scratch AlexNet at 64 px (config/photos-scratch.yaml,
+#                docs/results-photos-scratch.md)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -14,7 +16,7 @@ CONFIG ?= config/config.yaml
 export MPLCONFIGDIR   ?= $(CURDIR)/.cache/matplotlib
 export XDG_CACHE_HOME ?= $(CURDIR)/.cache
 
-.PHONY: run photos test test-fast lint dryrun-paper bench gpu-check clean venv
+.PHONY: run photos photos-scratch test test-fast lint dryrun-paper bench gpu-check gpu-wheels clean venv
 
 venv: $(STAMP)
 
@@ -29,10 +31,15 @@ run: $(STAMP)
 	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --report reports/report.html
 	@echo "Report: reports/report.html"
 
-# Real photographs, reduced (GitHub issue 10; docs/results-photos.md): read in place from
-# ../shared/data, never copied. Shares results/ with `run` (both train results/models/alexnet/).
-PHOTOS_CONFIG := config/photos.yaml
+# Real photographs, reduced (GitHub issues 10 and 17; docs/results-photos.md): read in place from
+# ../shared/data, never copied. Shares results/ with `run`.
+PHOTOS_CONFIG ?= config/photos.yaml
+PHOTOS_DOC    ?= docs/results-photos.md
+PHOTOS_IMAGES ?= results-photos
 PHOTOS_DATA   := ../shared/data
+photos-scratch:
+	$(MAKE) photos PHOTOS_CONFIG=config/photos-scratch.yaml PHOTOS_DOC=docs/results-photos-scratch.md \
+	  PHOTOS_IMAGES=results-photos-scratch
 photos: $(STAMP)
 	@for d in flowers102 cub200 tiny_imagenet; do test -d $(PHOTOS_DATA)/$$d/images || { \
 	  echo "make photos: $(PHOTOS_DATA)/$$d/images is missing; config/photos.yaml reads the reduced photographs" \
@@ -40,10 +47,10 @@ photos: $(STAMP)
 	@start=$$(date +%s) && \
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) --configfile $(PHOTOS_CONFIG) && \
 	$(BIN)/snakemake --cores 1 --configfile $(PHOTOS_CONFIG) --report reports/photos.html && \
-	$(BIN)/python -m halsal publish-md --markdown results/report/results.md --doc docs/results-photos.md \
-	  --images-dir results-photos --command "make photos" --elapsed-s $$(( $$(date +%s) - start )) \
+	$(BIN)/python -m halsal publish-md --markdown results/report/results.md --doc $(PHOTOS_DOC) \
+	  --images-dir $(PHOTOS_IMAGES) --command "make photos" --elapsed-s $$(( $$(date +%s) - start )) \
 	  --elapsed-note "the workflow and its report; creating .venv not included"
-	@echo "Report: reports/photos.html; results: docs/results-photos.md (its generated block)"
+	@echo "Report: reports/photos.html; results: $(PHOTOS_DOC) (its generated block)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -67,9 +74,16 @@ bench: $(STAMP)
 
 # Everything that needs a CUDA GPU (GPU tests, DALI mixed decode, step benchmark), as one
 # markdown table for docs/benchmarks.md. Uses the machine's own $(PYTHON) with its torch, not
-# .venv (no $(STAMP)); missing test/bench packages come from wheels in .whl/ if there.
-# Without a GPU it says so and exits 0.
+# .venv (no $(STAMP)). The packages it lacks come from wheels in .whl/, fetched by
+# `make gpu-wheels` for GPU_PYTHON_VERSION (the GPU machine's Python), one package per pip
+# call, and installed one per call (a bad wheel blocks only what needs it); gpu-check fetches
+# them itself first where an index is reachable. Without a GPU it says so and exits 0.
+GPU_PYTHON_VERSION ?= 3.12
+gpu-wheels:
+	$(PYTHON) bench/gpu_check.py --fetch --python-version $(GPU_PYTHON_VERSION)
+
 gpu-check:
+	-$(PYTHON) bench/gpu_check.py --fetch --python-version $(GPU_PYTHON_VERSION)
 	$(PYTHON) bench/gpu_check.py
 
 clean:

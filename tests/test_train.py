@@ -297,30 +297,4 @@ def test_precision_is_checked():
         fit(build_model("alexnet", 2, fc_width=64), train, val, OptimConfig(epochs=1, precision="fp16"), seed=0)
 
 
-def _need_cuda():
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU visible to torch")
-
-
-@pytest.mark.gpu
-def test_cuda_fine_tuning_learns():
-    """A short CUDA run: the batches equal the CPU ones, and fp32 and bf16 (+ channels-last) learn."""
-    from halsal.models import build_model
-    from halsal.train.loop import fit
-
-    _need_cuda()
-    cuda = torch.device("cuda")
-    train, val = _separable(cuda)
-    cpu_train, _ = _separable(torch.device("cpu"))
-    got = next(train.train_batches(8, torch.Generator().manual_seed(3)))
-    ref = next(cpu_train.train_batches(8, torch.Generator().manual_seed(3)))
-    assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
-    runs = [("fp32", False)] + ([("bf16", True)] if torch.cuda.is_bf16_supported() else [])
-    for precision, cl in runs:
-        torch.manual_seed(0)
-        model = build_model("alexnet", 2, fc_width=64).to(cuda)
-        cfg = OptimConfig(epochs=4, lr=5e-4, optimizer="adam", batch_size=8, precision=precision, channels_last=cl)
-        result = fit(model, train, val, cfg, seed=0)
-        losses = [h["train_loss"] for h in result.history]
-        assert min(losses[1:]) < 0.5 * losses[0], (precision, losses)
-        assert result.best_val_acc >= 0.9, (precision, result.history)
+# The CUDA runs (fp32, bf16 + channels-last, resume, finetune end to end): tests/test_gpu.py.

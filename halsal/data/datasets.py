@@ -140,6 +140,17 @@ def content_hashes(index: pd.DataFrame) -> pd.Series:
     return pd.Series([file_sha256(p) for p in index["path"]], index=index.index, dtype=object)
 
 
+def with_hashes(index: pd.DataFrame) -> pd.DataFrame:
+    """The index with its ``sha256`` column (:func:`content_hashes`)."""
+    return index.assign(**{HASH_COLUMN: content_hashes(index)})
+
+
+def duplicates_warning(info: dict) -> str:
+    """One line about :func:`duplicates_info`'s groups, for the indexer's log."""
+    return (f"{info['groups']} group(s) of identical files ({info['files']} files; {info['across_classes']} across "
+            "classes, a label conflict), listed in index.json; the split applies the dataset's `duplicates` policy")
+
+
 def _display(path: str, root) -> str:
     if root:
         try:

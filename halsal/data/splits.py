@@ -19,7 +19,7 @@ SHOWN_GROUPS = 5  # duplicate groups named in an error message (index.json and t
 
 def make_split(index: pd.DataFrame, seed: int, *, val_per_class: int = 5, test_per_class: int = 5,
                max_k: int = 1, too_few: str = "error", usable: pd.Series | None = None,
-               duplicates: str = "drop", name: str = "the dataset") -> tuple[pd.DataFrame, list[str]]:
+               duplicates: str = "warn", name: str = "the dataset") -> tuple[pd.DataFrame, list[str]]:
     """Assign every image a role (train/val/test) and a rank within its class and role.
 
     ``usable`` (boolean, aligned with ``index``; see :func:`usable_rows`) marks the images that
@@ -99,8 +99,10 @@ def make_split(index: pd.DataFrame, seed: int, *, val_per_class: int = 5, test_p
 
 def _draw(group: pd.DataFrame, seed: int, label, tied, hashes, val: int, test: int) -> pd.DataFrame:
     """One class's roles and ranks. One RNG per (seed, class), so a class's split does not depend
-    on the others. Copies kept under ``duplicates: warn`` take train places only, next to each
-    other in the training order; without copies this is the plain shuffle of Sec. 4.1."""
+    on the others. Images with a copy (kept under ``duplicates: warn``) take train places only,
+    and the second and later copies within the class go to the end of the training order, so a
+    k-shot set holds k different photos while the class has them. Without copies this is the
+    plain shuffle of Sec. 4.1."""
     rng = np.random.default_rng([seed, int(label)])
     order = group.iloc[rng.permutation(len(group))]
     free = np.flatnonzero(~tied[order.index])
@@ -108,9 +110,8 @@ def _draw(group: pd.DataFrame, seed: int, label, tied, hashes, val: int, test: i
     roles[free[:val]] = "val"
     roles[free[val:val + test]] = "test"
     order = order.assign(role=roles)
-    first = pd.Series(np.arange(len(order))).groupby(hashes[order.index]).transform("min").to_numpy()
-    key = np.where(tied[order.index], first, np.arange(len(order)))
-    order = order.iloc[np.lexsort((np.arange(len(order)), key))]
+    later = tied[order.index] & pd.Series(hashes[order.index]).duplicated().to_numpy()
+    order = order.iloc[np.argsort(later, kind="stable")]
     return order.assign(rank=order.groupby("role").cumcount())
 
 

@@ -186,6 +186,13 @@ def accuracy_html(cells: pd.DataFrame, arch: str, not_run_note: str | None = Non
     if (cells.label == SMIC_SPECTRAL_LABEL).any():
         notes.append(html.escape(SMIC_SPECTRAL_NOTE))
     notrun = f'<div class="notrun">{html.escape(not_run_note)}</div>' if not_run_note else ""
+    if arch in spec.NOT_PAPER_ARCH_NOTE:  # never compared with the paper: it has no such table
+        notrun = f'<div class="notrun">{html.escape(spec.NOT_PAPER_ARCH_NOTE[arch])}; the paper has no table ' \
+                 f'for it, so no paper values are shown.</div>' + notrun
+    if (cells.method == spec.LINEAR_PROBE).any():
+        notes.append(html.escape(f"{spec.LINEAR_PROBE_LABEL}: scikit-learn logistic regression on the frozen "
+                                 "backbone's pooled features (centre crops), same splits, k and seeds; C chosen on "
+                                 "validation. Not a method of the paper: the simplest use of the same features."))
     table = f"<table><tr><th>Dataset</th><th>Method</th>{head}</tr>{''.join(body)}</table>"
     title = f"{ARCH_LABELS.get(arch, arch)}: test accuracy (%) vs training images per class (k)"
     if synthetic:

@@ -384,3 +384,14 @@ def finetune_runs_label(wildcards, output):
 
 def variants_regex(variants):
     return "|".join(re.escape(v) for v in variants) if variants else "(?!x)x"
+
+
+# The linear probe (workflow/rules/probe.smk): every k and seed of the main grid.
+PROBE_RUNS = [(str(k), s) for k in config["ks"] for s in seeds_for(k)]
+
+
+def probe_outputs():
+    """probe.tsv of every configured arch and dataset, or nothing when the probe is off."""
+    if not config["probe"]["enabled"]:
+        return []
+    return [f"results/probe/{a}/{d}/probe.tsv" for a in config["archs"] for d in config["datasets"]]

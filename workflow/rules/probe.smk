@@ -2,16 +2,6 @@
 # frozen backbone's pooled features, per dataset, for every k and seed of the main grid, on the
 # same split files as Step 2. The tables show it beside the paper's methods.
 
-PROBE_RUNS = [(str(k), s) for k in config["ks"] for s in seeds_for(k)]
-
-
-def probe_outputs():
-    """probe.tsv of every configured arch and dataset, or nothing when the probe is off."""
-    if not config["probe"]["enabled"]:
-        return []
-    return [f"results/probe/{a}/{d}/probe.tsv" for a in config["archs"] for d in config["datasets"]]
-
-
 rule probe:
     input:
         prepared="results/prepared/{dataset}/images.npy",
