@@ -1,5 +1,6 @@
-"""config/photos.yaml (`make photos`, GitHub issue 10): the real-photo miniature's grid, as the
-dry run lists it, and the config's promises (relative paths, the demo's optimisation)."""
+"""config/photos.yaml (`make photos`, GitHub issue 17: the ImageNet-pretrained EfficientNet-Lite0)
+and config/photos-scratch.yaml (issue 10: AlexNet from scratch): the real-photo grids, as the dry
+run lists them, and each config's promises (relative paths, labels, optimisation)."""
 
 import re
 
@@ -9,13 +10,41 @@ from tests.conftest import REPO, shared_dataset
 from tests.conftest import count_jobs as job_counts, run_snakemake as snakemake
 
 PHOTOS = REPO / "config/photos.yaml"
+SCRATCH = REPO / "config/photos-scratch.yaml"
 METHODS = ["baseline", "scratch_sal", "smic", "approach_a", "approach_b"]
+PRETRAINED_METHODS = ["baseline", "approach_a", "approach_b"]
+
+
+def test_pretrained_photos_config_promises():
+    cfg = yaml.safe_load(PHOTOS.read_text())
+    assert cfg["archs"] == ["efficientnet_lite0"] and cfg["model"]["weights"] == "imagenet"
+    assert cfg["methods"] == PRETRAINED_METHODS and {1, 5} <= set(cfg["ks"]) and len(cfg["seeds"]) >= 3
+    assert cfg["data"]["input_size"] >= 160 and cfg["probe"]["enabled"] is True
+    specs = {**cfg["datasets"], cfg["source"]["name"]: cfg["source"]}
+    assert sorted(specs) == ["cub200", "flowers102", "tiny_imagenet"]
+    for name, spec in specs.items():
+        assert spec["kind"] == "folder" and spec["source"] == f"../shared/data/{name}"  # relative, read in place
+
+
+def test_pretrained_photos_dry_run_lists_the_grid(tmp_path):
+    for name in ("flowers102", "cub200", "tiny_imagenet"):
+        shared = shared_dataset(name)
+    work = tmp_path / "main"
+    work.mkdir()
+    (tmp_path / "shared").symlink_to(shared.parent.parent, target_is_directory=True)
+    proc = snakemake("-n", "-p", "--configfile", str(PHOTOS), cwd=work)
+    counts = job_counts(proc.stdout)
+    cfg = yaml.safe_load(PHOTOS.read_text())
+    assert counts["backbone"] == 1 and counts["pretrain_saliency"] == 1 and "smic_maps" not in counts
+    assert counts["probe"] == 2  # one linear probe per dataset, every k and seed inside
+    assert re.search(r"halsal (--gpus \d+ )?backbone --arch efficientnet_lite0 --weights imagenet --source-prepared", proc.stdout)
+    runs = set(re.findall(r"results/runs/(efficientnet_lite0/\S+?)/metrics\.json", proc.stdout))
+    assert runs == {f"efficientnet_lite0/{d}/{m}/d4-stage2-eq2/k{k}/seed{s}" for d in ("flowers102", "cub200")
+                    for m in PRETRAINED_METHODS for k in cfg["ks"] for s in cfg["seeds"]}
 
 
 def test_photos_config_promises():
-    cfg = yaml.safe_load(PHOTOS.read_text())
-    header = " ".join(line.lstrip("# ") for line in PHOTOS.read_text().split("\n\n")[0].splitlines())
-    assert "NOT the paper's protocol" in header and "from scratch" in header and "40 images per class" in header
+    cfg = yaml.safe_load(SCRATCH.read_text())
     assert cfg["model"]["weights"] == "scratch" and cfg["smic"]["source"] == "spectral_residual"
     assert cfg["methods"] == METHODS and cfg["ks"] == [1, 3, 5, 10] and len(cfg["seeds"]) >= 3
     specs = {**cfg["datasets"], cfg["source"]["name"]: cfg["source"]}
@@ -32,7 +61,7 @@ def test_photos_config_promises():
     assert {k: cfg["data"][k] for k in ("resize", "input_size")} == {"resize": 72, "input_size": 64}
 
 
-def test_photos_dry_run_lists_the_grid(tmp_path):
+def test_scratch_photos_dry_run_lists_the_grid(tmp_path):
     """The dry run, in a scratch directory beside a link to ../shared/data, so the config's
     relative paths resolve as in the repository and nothing is written into it."""
     for name in ("flowers102", "cub200", "tiny_imagenet"):
@@ -40,7 +69,7 @@ def test_photos_dry_run_lists_the_grid(tmp_path):
     work = tmp_path / "main"
     work.mkdir()
     (tmp_path / "shared").symlink_to(shared.parent.parent, target_is_directory=True)
-    proc = snakemake("-n", "-p", "--configfile", str(PHOTOS), cwd=work)
+    proc = snakemake("-n", "-p", "--configfile", str(SCRATCH), cwd=work)
     counts = job_counts(proc.stdout)
     assert counts["index_folder"] == 3 and counts["prepare"] == 3  # flowers102, cub200, tiny_imagenet
     assert counts["split"] == 1 + 2 * 3  # the source set's seed 0; each target's three seeds
@@ -50,7 +79,7 @@ def test_photos_dry_run_lists_the_grid(tmp_path):
     assert runs == {f"alexnet/{d}/{m}/d4-pool2-eq2/k{k}/seed{s}" for d in ("flowers102", "cub200") for m in METHODS
                     for k in (1, 3, 5, 10) for s in (0, 1, 2)}
     assert len(runs) == 2 * 5 * 4 * 3 == 120
-    batch = yaml.safe_load(PHOTOS.read_text())["train"].get("finetune_batch", "all")
+    batch = yaml.safe_load(SCRATCH.read_text())["train"].get("finetune_batch", "all")
     assert counts["finetune"] == {"all": 2 * 5, "seed": 2 * 5 * 3, "run": 120}[batch]
     # The per-class cap reaches the index command of each folder.
     assert len(re.findall(r"halsal index --root \.\./shared/data/\S+ .*--per-class 40 --per-class-seed 0", proc.stdout)) == 3

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchvision.models import alexnet as tv_alexnet
 
-from halsal.models.saliency import SaliencyBranch, TwoBranchForward
+from halsal.models.saliency import TwoBranchForward
 
 # Fusion points (Fig. 3 of the paper) -> index into torchvision's `alexnet.features` where
 # the RGB branch ends. features = [conv1, relu, pool1, conv2, relu, pool2, conv3, relu,
@@ -57,14 +57,7 @@ class HalSalAlexNet(TwoBranchForward, nn.Module):
         self.features = base.features
         self.avgpool = base.avgpool
         self.classifier = base.classifier
-        self.fusion = fusion
-        self.split = FUSION_POINTS[fusion]
-        self.modulation = modulation
-        self.saliency = saliency
-        self.saliency_branch = (
-            SaliencyBranch(saliency_depth) if saliency == "hallucinated" and saliency_depth > 0 else None
-        )
-        self.has_saliency = saliency == "external" or self.saliency_branch is not None
+        self.set_up_saliency(fusion, FUSION_POINTS[fusion], modulation, saliency, saliency_depth)
         init_top_layer(self)
 
     # The three parts of Fig. 1.

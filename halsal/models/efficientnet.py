@@ -34,7 +34,7 @@ from torchvision.transforms._presets import ImageClassification
 
 from halsal import spec
 from halsal.errors import HalsalError
-from halsal.models.saliency import SaliencyBranch, TwoBranchForward
+from halsal.models.saliency import TwoBranchForward
 
 STAGE_BLOCKS = spec.EFFICIENTNET_STAGE_BLOCKS  # (1, 2, 2, 3, 3, 4, 1) MBConv blocks per stage
 DEFAULT_FUSION = spec.DEFAULT_FUSION["efficientnet_lite0"]
@@ -146,14 +146,7 @@ class HalSalEfficientNet(TwoBranchForward, nn.Module):
         for name in ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool", "classifier"):
             setattr(self, name, getattr(base, name))
         self.drop_rate = drop_rate
-        self.fusion = fusion
-        self.split = FUSION_POINTS[fusion] + 1  # units [0, split) form the RGB branch
-        self.modulation = modulation
-        self.saliency = saliency
-        self.saliency_branch = (
-            SaliencyBranch(saliency_depth) if saliency == "hallucinated" and saliency_depth > 0 else None
-        )
-        self.has_saliency = saliency == "external" or self.saliency_branch is not None
+        self.set_up_saliency(fusion, FUSION_POINTS[fusion] + 1, modulation, saliency, saliency_depth)  # units [0, split) form the RGB branch
         nn.init.xavier_uniform_(self.classifier.weight)  # Sec. 4.1: the top layer from scratch (Xavier)
         nn.init.zeros_(self.classifier.bias)
 

@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.models import resnet152 as tv_resnet152
 
 from halsal import spec
-from halsal.models.saliency import SaliencyBranch, TwoBranchForward
+from halsal.models.saliency import TwoBranchForward
 
 # torchvision resnet152: Bottleneck blocks per stage (He et al. 2016, Table 1: 3, 8, 36, 3).
 STAGE_BLOCKS = spec.RESNET_STAGE_BLOCKS
@@ -66,14 +66,7 @@ class HalSalResNet(TwoBranchForward, nn.Module):
         base = tv_resnet152(weights=None, num_classes=num_classes)
         for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"):
             setattr(self, name, getattr(base, name))
-        self.fusion = fusion
-        self.split = FUSION_POINTS[fusion] + 1  # units [0, split) form the RGB branch
-        self.modulation = modulation
-        self.saliency = saliency
-        self.saliency_branch = (
-            SaliencyBranch(saliency_depth) if saliency == "hallucinated" and saliency_depth > 0 else None
-        )
-        self.has_saliency = saliency == "external" or self.saliency_branch is not None
+        self.set_up_saliency(fusion, FUSION_POINTS[fusion] + 1, modulation, saliency, saliency_depth)  # units [0, split) form the RGB branch
         nn.init.xavier_uniform_(self.fc.weight)  # Sec. 4.1: the top layer from scratch (Xavier)
         nn.init.zeros_(self.fc.bias)
 

@@ -69,6 +69,19 @@ class TwoBranchForward:
     ``saliency == "external"`` for SMIC), ``has_saliency`` and ``modulation``.
     """
 
+    def set_up_saliency(self, fusion: str, split: int, modulation: str, saliency: str, saliency_depth: int) -> None:
+        """The fusion point (its name and the unit index where the network splits), Eq. 1/2, and
+        the saliency branch: the paper's (Xavier init) for ``hallucinated`` with depth > 0, none
+        for Baseline-RGB (depth 0) or an explicit map (``external``, SMIC)."""
+        self.fusion = fusion
+        self.split = split
+        self.modulation = modulation
+        self.saliency = saliency
+        self.saliency_branch = (
+            SaliencyBranch(saliency_depth) if saliency == "hallucinated" and saliency_depth > 0 else None
+        )
+        self.has_saliency = saliency == "external" or self.saliency_branch is not None
+
     def saliency_map(self, x: torch.Tensor, size: tuple[int, int], external: torch.Tensor | None = None):
         """The map ``s`` at the fusion point's spatial ``size``."""
         if self.saliency == "external":
