@@ -155,14 +155,10 @@ class HalSalEfficientNet(TwoBranchForward, nn.Module):
 
     # The three parts of Fig. 1.
     def rgb_branch(self, x: torch.Tensor) -> torch.Tensor:
-        for unit in self._units()[: self.split]:
-            x = unit(x)
-        return x
+        return self.run_units(x, 0, self.split)
 
     def joint_branch(self, l_hat: torch.Tensor) -> torch.Tensor:
-        x = l_hat
-        for unit in self._units()[self.split:]:
-            x = unit(x)
+        x = self.run_units(l_hat, self.split)
         x = self.global_pool(self.bn2(self.conv_head(x)))
         return self.classifier(F.dropout(x, self.drop_rate, self.training))
 

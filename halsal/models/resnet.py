@@ -76,14 +76,10 @@ class HalSalResNet(TwoBranchForward, nn.Module):
 
     # The three parts of Fig. 1.
     def rgb_branch(self, x: torch.Tensor) -> torch.Tensor:
-        for unit in self._units()[: self.split]:
-            x = unit(x)
-        return x
+        return self.run_units(x, 0, self.split)
 
     def joint_branch(self, l_hat: torch.Tensor) -> torch.Tensor:
-        x = l_hat
-        for unit in self._units()[self.split :]:
-            x = unit(x)
+        x = self.run_units(l_hat, self.split)
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
     TOP_KEY = "fc.weight"  # the top layer's weight in the state dict (its rows: the classes)

@@ -82,6 +82,13 @@ class TwoBranchForward:
         )
         self.has_saliency = saliency == "external" or self.saliency_branch is not None
 
+    def run_units(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """``x`` through units ``[start, stop)`` of a network that is a chain of units
+        (``self._units()``: ResNet-152's stem and blocks, EfficientNet-Lite0's stem and stages)."""
+        for unit in self._units()[start:stop]:
+            x = unit(x)
+        return x
+
     def saliency_map(self, x: torch.Tensor, size: tuple[int, int], external: torch.Tensor | None = None):
         """The map ``s`` at the fusion point's spatial ``size``."""
         if self.saliency == "external":
