@@ -15,10 +15,12 @@ with the best validation accuracy.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from halsal.models import build_model
@@ -71,10 +73,12 @@ def speed_table(size: int = 160) -> None:
 
 def run(tmp: Path, method: str, k: str, cfg: OptimConfig, threads: int, results: Path) -> dict:
     out = tmp / f"{method}-{cfg.lr}-{cfg.precision}-{cfg.channels_last}-{threads}-{time.time_ns()}"
-    return finetune(arch=ARCH, method=method, variant=VARIANT, k=k, seed=0, dataset=DATASET,
+    m = finetune(arch=ARCH, method=method, variant=VARIANT, k=k, seed=0, dataset=DATASET,
                     prepared=results / "prepared" / DATASET, split_tsv=results / "splits" / DATASET / "seed0.tsv",
                     backbone_pt=results / "models" / ARCH / "backbone.pt", out_dir=out, cfg=cfg, input_size=160,
                     threads=threads)
+    m["_history"] = [json.dumps(r) for r in pd.read_csv(out / "history.tsv", sep="\t").to_dict("records")]
+    return m
 
 
 def main() -> None:
@@ -84,20 +88,28 @@ def main() -> None:
     ap.add_argument("--lrs", type=float, nargs="*", default=[3e-4, 1e-3])
     ap.add_argument("--skip-time", action="store_true")
     ap.add_argument("--skip-lr", action="store_true")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of each lr run (part 2)")
+    ap.add_argument("--method", default="baseline", help="method of the lr runs (part 2)")
+    ap.add_argument("--k", default="5", help="shots of the lr runs (part 2)")
+    ap.add_argument("--batch", type=int, default=32, help="batch size of the lr runs (part 2)")
     args = ap.parse_args()
     if not args.skip_time:
         speed_table()
     if args.skip_lr:
         return
     results = Path(args.results)
-    base = dict(optimizer="adam", weight_decay=5e-4, batch_size=32, saliency_lr=3e-6, checkpoint_seconds=1e9,
+    base = dict(optimizer="adam", weight_decay=5e-4, batch_size=args.batch, saliency_lr=3e-6, checkpoint_seconds=1e9,
                 channels_last=True)
     with tempfile.TemporaryDirectory() as tmp:
-        print("\n| lr (Baseline-RGB, Flowers k=5 seed 0, fp32 + channels_last) | best val acc | selected epoch |")
-        print("|---|---|---|")
+        print(f"\n| lr ({args.method}, Flowers k={args.k} seed 0, batch {args.batch}, fp32 + channels_last, {args.threads} threads) "
+              "| best val acc | selected epoch | val acc per epoch | s per epoch (train + val) |")
+        print("|---|---|---|---|---|")
         for lr in args.lrs:
-            m = run(Path(tmp), "baseline", "5", OptimConfig(epochs=args.epochs_lr, lr=lr, **base), 2, results)
-            print(f"| {lr:g} | {m['val_acc']:.3f} | {m['best_epoch']} of {args.epochs_lr} |", flush=True)
+            m = run(Path(tmp), args.method, args.k, OptimConfig(epochs=args.epochs_lr, lr=lr, **base), args.threads, results)
+            hist = [json.loads(line) for line in m.pop("_history")]
+            curve = " ".join(f"{h['val_acc']:.3f}" for h in hist)
+            secs = sum(h["seconds"] for h in hist) / len(hist)
+            print(f"| {lr:g} | {m['val_acc']:.3f} | {m['best_epoch']} of {args.epochs_lr} | {curve} | {secs:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

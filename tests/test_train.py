@@ -164,8 +164,8 @@ def test_killed_run_resumes_to_the_same_result(tiny, tmp_path):
     got = json.loads((out / "metrics.json").read_text())
     for key in ("val_acc", "test_acc", "best_epoch"):
         assert got[key] == ref[key]
-    pd.testing.assert_frame_equal(pd.read_csv(out / "history.tsv", sep="\t").drop(columns="seconds"),
-                                  pd.read_csv(tmp_path / "ref" / "history.tsv", sep="\t").drop(columns="seconds"))
+    pd.testing.assert_frame_equal(pd.read_csv(out / "history.tsv", sep="\t").drop(columns=["seconds", "val_seconds"]),
+                                  pd.read_csv(tmp_path / "ref" / "history.tsv", sep="\t").drop(columns=["seconds", "val_seconds"]))
     np.testing.assert_array_equal(np.load(out / "saliency.npz")["after"], np.load(tmp_path / "ref" / "saliency.npz")["after"])
 
 
@@ -298,3 +298,24 @@ def test_precision_is_checked():
 
 
 # The CUDA runs (fp32, bf16 + channels-last, resume, finetune end to end): tests/test_gpu.py.
+
+
+def test_fit_records_the_selected_epochs_val_saliency_and_the_val_time():
+    """best_val_saliency is what evaluating the selected weights on val (with its boxes) gives, so
+    no step evaluates val again; every history row has its validation seconds."""
+    from halsal.models import build_model
+    from halsal.train.loop import evaluate, fit
+
+    train, val = _separable(torch.device("cpu"))
+    boxes = torch.tensor([[8.0, 8.0, 32.0, 32.0]] * len(val))
+    torch.manual_seed(0)
+    model = build_model("alexnet", 2, fc_width=64)
+    torch.nn.init.constant_(model.saliency_branch.score.bias, 0.5)  # a live map ...
+    model.saliency_branch.requires_grad_(False)  # ... that stays alive (Approach A)
+    result = fit(model, train, val, OptimConfig(epochs=3, lr=5e-4, optimizer="adam", batch_size=8), seed=0,
+                 val_boxes=boxes)
+    model.load_state_dict(result.best_state)
+    want = evaluate(model, val, boxes)[1]
+    assert result.best_val_saliency is not None and want["object_ratio"] is not None
+    assert result.best_val_saliency == pytest.approx(want, rel=1e-6, nan_ok=True)
+    assert all(0 < h["val_seconds"] <= h["seconds"] for h in result.history)

@@ -69,6 +69,9 @@ class FitResult:
     best_epoch: int
     best_val_acc: float
     history: list[dict] = field(default_factory=list)
+    # The saliency stats on the validation images at the selected epoch (None without a map):
+    # recorded when the epoch is validated, so nobody evaluates the validation set again.
+    best_val_saliency: dict | None = None
 
 
 def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -184,11 +187,12 @@ def train_epoch(model: nn.Module, train: DeviceImages, optimizer: torch.optim.Op
 
 def fit(model: nn.Module, train: DeviceImages, val: DeviceImages, cfg: OptimConfig, *, seed: int,
         checkpoint: str | Path | None = None, desc: str = "train", fingerprint: dict | None = None,
-        train_mode=None) -> FitResult:
+        train_mode=None, val_boxes=None) -> FitResult:
     """Train ``model`` for ``cfg.epochs`` epochs; resume from ``checkpoint`` when it matches.
 
     ``train_mode(model)`` switches the model to training mode (default ``model.train()``);
-    Step 1 and Approach A use it to keep frozen parts in eval mode.
+    Step 1 and Approach A use it to keep frozen parts in eval mode. ``val_boxes``: the validation
+    images' object boxes, for the object ratio in ``best_val_saliency``.
     """
     device = train.device
     check_precision(device, cfg.precision)
@@ -202,7 +206,7 @@ def fit(model: nn.Module, train: DeviceImages, val: DeviceImages, cfg: OptimConf
     loss_fn = nn.CrossEntropyLoss()
     key = _fingerprint(cfg, seed, fingerprint)
     start, history = 0, []
-    best = {"epoch": -1, "acc": -1.0, "state": copy.deepcopy(model.state_dict())}
+    best = {"epoch": -1, "acc": -1.0, "state": copy.deepcopy(model.state_dict()), "sal": None}
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and ckpt.is_file():
         state = torch_load(ckpt, map_location=device)
@@ -210,7 +214,8 @@ def fit(model: nn.Module, train: DeviceImages, val: DeviceImages, cfg: OptimConf
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start, history = int(state["epoch"]), list(state["history"])
-            best = {"epoch": int(state["best_epoch"]), "acc": float(state["best_acc"]), "state": state["best_state"]}
+            best = {"epoch": int(state["best_epoch"]), "acc": float(state["best_acc"]), "state": state["best_state"],
+                    "sal": state.get("best_saliency")}
             tqdm.write(f"{desc}: resuming from {ckpt} after epoch {start}", file=sys.stderr)
         else:
             tqdm.write(f"{desc}: ignoring {ckpt}, written for a different configuration", file=sys.stderr)
@@ -221,23 +226,27 @@ def fit(model: nn.Module, train: DeviceImages, val: DeviceImages, cfg: OptimConf
         gen = seed_everything(seed, epoch)
         (train_mode or nn.Module.train)(model)
         loss_sum, correct, total = train_epoch(model, train, optimizer, loss_fn, cfg, gen)
-        val_acc, val_sal, _, _ = evaluate(model, val)
+        t_val = time.perf_counter()  # val_seconds: the eval-cadence lever (on CUDA it also holds queued training work)
+        val_acc, val_sal, _, _ = evaluate(model, val, val_boxes)
         loss_sum, correct = loss_sum.item(), int(correct.item())  # the epoch's one host sync
+        t1 = time.perf_counter()
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(total, 1), "train_acc": correct / max(total, 1),
-               "val_acc": val_acc, "seconds": round(time.perf_counter() - t0, 3)}
+               "val_acc": val_acc, "seconds": round(t1 - t0, 3), "val_seconds": round(t1 - t_val, 3)}
         if val_sal is not None:  # the epoch where a map dies shows in history.tsv
             row.update(val_dead_fraction=val_sal["dead_fraction"], val_saliency_mean=round(val_sal["mean"], 6))
         history.append(row)
         if val_acc > best["acc"]:  # strict: ties keep the earliest epoch
-            best = {"epoch": epoch + 1, "acc": val_acc, "state": copy.deepcopy(model.state_dict())}
+            best = {"epoch": epoch + 1, "acc": val_acc, "state": copy.deepcopy(model.state_dict()), "sal": val_sal}
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{val_acc:.3f}", best=best["epoch"])
         if ckpt and (epoch + 1 < cfg.epochs) and time.monotonic() - last_ckpt >= cfg.checkpoint_seconds:
             last_ckpt = time.monotonic()
             torch_save(ckpt, {"fingerprint": key, "epoch": epoch + 1, "model": model.state_dict(),
                               "optimizer": optimizer.state_dict(), "history": history,
-                              "best_epoch": best["epoch"], "best_acc": best["acc"], "best_state": best["state"]})
+                              "best_epoch": best["epoch"], "best_acc": best["acc"], "best_state": best["state"],
+                              "best_saliency": best["sal"]})
     bar.close()
-    return FitResult(best_state=best["state"], best_epoch=best["epoch"], best_val_acc=best["acc"], history=history)
+    return FitResult(best_state=best["state"], best_epoch=best["epoch"], best_val_acc=best["acc"], history=history,
+                     best_val_saliency=best["sal"])
 
 
 def _fingerprint(cfg: OptimConfig, seed: int, extra: dict | None) -> str:

@@ -179,12 +179,12 @@ def pretrain_saliency(arch: str, variant: str, backbone_pt: str | Path, out: str
     # Frozen batch norm (ResNet) stays in eval mode: its ImageNet statistics are kept.
     result = fit(model, data.train, data.val, cfg, seed=0, checkpoint=out.with_suffix(".ckpt"), desc="pretrain_saliency",
                  fingerprint={"step": 1, "arch": arch, "variant": variant, "input": input_size},
-                 train_mode=frozen_bn_eval)
+                 train_mode=frozen_bn_eval, val_boxes=data.boxes.get("val"))
     model.load_state_dict(result.best_state)
     _check_finite(result, f"Step 1 ({arch}, {variant})", "train.pretrain.lr")
     sal = {k: v.cpu() for k, v in model.state_dict().items() if k.startswith("saliency_branch.")}
     torch_save(out, sal)
-    _, sal_val, _, _ = evaluate(model, data.val, data.boxes.get("val"))
+    sal_val = result.best_val_saliency
     test_acc, sal_test, _, _ = evaluate(model, data.test, data.boxes.get("test"))
     info = {"arch": arch, "variant": variant, "best_epoch": result.best_epoch, "val_acc": result.best_val_acc,
             "test_acc": test_acc, "num_classes": int(classes), "source_classes": len(data.class_names), **run_record(device, source_prepared),
@@ -423,12 +423,12 @@ def finetune_run(inputs: FinetuneInputs, run: FinetuneRun) -> dict:
     result = fit(model, data.train, data.val, cfg, seed=seed, checkpoint=out_dir / "checkpoint.pt", desc=f"{method} k={k} seed={seed}",
                  fingerprint={"step": 2, "arch": arch, "method": method, "variant": variant, "k": str(k),
                               "dataset": inputs.dataset, "input": input_size, "augment": aug},
-                 train_mode=frozen_bn_eval)
+                 train_mode=frozen_bn_eval, val_boxes=data.boxes.get("val"))
     model.load_state_dict(result.best_state)
     _check_finite(result, f"Step 2 ({arch}, {method}, {variant}, k={k}, seed={seed})", "train.finetune.lr")
     test_acc, sal_test, preds, after = evaluate(model, data.test, data.boxes.get("test"))
     if has_map:
-        sal_val = evaluate(model, data.val, data.boxes.get("val"))[1]
+        sal_val = result.best_val_saliency  # measured when the selected epoch was validated
         test_boxes = data.boxes.get("test")
         save_npz(out_dir / "saliency.npz", before=before.numpy().astype(np.float16),
                  after=after.numpy().astype(np.float16), rows=data.test_rows["row"].to_numpy(np.int64),

@@ -22,7 +22,7 @@ rule probe:
         f"{BENCH}/probe/{{arch}}/{{dataset}}.tsv"
     conda:
         "../../envs/train.yaml"
-    threads: 2
+    threads: RES["threads"]
     resources:
         mem_mb=RES["mem_mb"],
         runtime=RES["runtime"],

@@ -21,7 +21,7 @@ rule backbone:
         f"{BENCH}/backbone/{{arch}}.tsv"
     conda:
         "../../envs/train.yaml"
-    threads: 2
+    threads: RES["threads"]
     resources:
         mem_mb=RES["mem_mb"],
         runtime=RES["runtime"],
@@ -51,7 +51,7 @@ rule pretrain_saliency:
         f"{BENCH}/pretrain_saliency/{{arch}}/{{variant}}.tsv"
     conda:
         "../../envs/train.yaml"
-    threads: 2
+    threads: RES["threads"]
     resources:
         mem_mb=RES["mem_mb"],
         runtime=RES["runtime"],
@@ -115,7 +115,7 @@ rule finetune:
         "finetune"
     wildcard_constraints:
         variant=variants_regex(VARIANTS.values()),  # the ablation-only variants: finetune_ablation
-    threads: 2
+    threads: RES["threads"]
     resources:
         mem_mb=RES["mem_mb"],
         runtime=RES["runtime"],
