@@ -7,6 +7,8 @@ commands only parse arguments and call halsal.report's functions.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from halsal.report.aggregate import parse_variant_arg
 
 
@@ -25,6 +27,11 @@ def cmd_aggregate(args) -> None:
     print(f"aggregate: {len(runs)} runs{syn} -> {args.runs_tsv}, {args.summary_csv}")
 
 
+def _reference_maps(paths) -> dict:
+    """results/smic/<dataset>/maps.npy files -> {dataset: path} (the folder names the dataset)."""
+    return {Path(p).parent.name: p for p in paths or ()}
+
+
 def cmd_tables(args) -> None:
     from halsal.report.aggregate import read_runs
     from halsal.report.tables import read_probes, write_tables
@@ -32,7 +39,8 @@ def cmd_tables(args) -> None:
     runs = read_runs(args.runs)
     out = write_tables(runs, args.outdir, parse_variant_arg(args.variant), configured_archs=args.archs, datasets=args.datasets,
                        probes=read_probes(args.probe), methods=args.methods, ks=args.ks, synthetic_datasets=args.synthetic_datasets,
-                       dataset_kinds=dict(v.partition("=")[::2] for v in args.dataset_kinds))
+                       dataset_kinds=dict(v.partition("=")[::2] for v in args.dataset_kinds),
+                       reference_maps=_reference_maps(args.reference_maps))
     dead = int((out["health"].n_dead > 0).sum()) if len(out["health"]) else 0
     print(f"tables: {len(out['cells'])} cells, {len(out['differences'])} paired differences, "
           f"{len(out['health'])} saliency-health rows ({dead} with a dead map) -> {args.outdir}")
@@ -78,6 +86,9 @@ def register(subparsers) -> None:
     common(p)
     p.add_argument("--archs", nargs="*", default=[], help="configured archs (others say 'not run')")
     p.add_argument("--probe", nargs="*", default=[], help="probe.tsv files of `halsal probe` (a reference row, not in the paper)")
+    p.add_argument("--reference-maps", nargs="*", default=[], metavar="MAPS_NPY",
+                   help="results/smic/<dataset>/maps.npy (spectral residual): a reference row per dataset in the "
+                        "saliency-health table, on the same test images and resolution (not in the paper)")
     p.add_argument("--datasets", nargs="*", default=[], help="configured datasets")
     p.add_argument("--methods", nargs="*", default=[], help="configured methods (others say 'not run')")
     p.add_argument("--ks", nargs="*", default=[], help="configured k values")

@@ -171,12 +171,18 @@ def health_html(table: pd.DataFrame, warnings: list[dict], synthetic: bool) -> s
                      synthetic)
 
 
-def write_health(runs: pd.DataFrame, outdir, synthetic: bool = False) -> pd.DataFrame:
-    """saliency_health.tsv and saliency_health.html (every variant, every arch)."""
+def write_health(runs: pd.DataFrame, outdir, synthetic: bool = False, reference_maps=None) -> pd.DataFrame:
+    """saliency_health.tsv and saliency_health.html (every variant, every arch); ``reference_maps``
+    (dataset -> spectral-residual maps.npy) adds a reference row per dataset (halsal.report.reference)."""
     from pathlib import Path
+
+    from halsal.report.reference import reference_rows
 
     outdir = Path(outdir)
     table = health_table(runs)
+    if reference_maps:
+        ref = reference_rows(runs, reference_maps, HEALTH_COLUMNS)
+        table = pd.concat([t for t in (table, ref) if len(t)], ignore_index=True) if len(ref) else table
     write_tsv(outdir / "saliency_health.tsv", table)
     synthetic = synthetic or any_synthetic(runs)
     write_text(outdir / "saliency_health.html", health_html(table, dead_warnings(runs), synthetic))

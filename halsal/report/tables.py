@@ -250,13 +250,14 @@ def read_probes(paths) -> pd.DataFrame:
 
 def write_tables(runs: pd.DataFrame, outdir, variant: str, archs=spec.PAPER_ARCHS, configured_archs=(),
                  datasets=(), methods=(), ks=(), synthetic_datasets=(), dataset_kinds=None,
-                 probes: pd.DataFrame | None = None) -> dict:
+                 probes: pd.DataFrame | None = None, reference_maps=None) -> dict:
     """table_{arch}.tsv/.html for every paper arch (a not-run note for unconfigured ones) and
     every configured arch that is not in the paper; ``probes`` (read_probes) adds the linear-probe
     reference row to the accuracy tables only (never to the differences or the health table).
     differences.tsv/.html, saliency_health.tsv/.html and accuracy cells for all archs;
     returns {name: DataFrame}. A dead saliency map in any run of an arch's main variant puts a
-    warning above that arch's table and above the differences."""
+    warning above that arch's table and above the differences. ``reference_maps`` (dataset ->
+    spectral-residual maps.npy): a reference row per dataset in the health table."""
     from halsal.report.stats import paired_differences
 
     out = {}
@@ -291,6 +292,6 @@ def write_tables(runs: pd.DataFrame, outdir, variant: str, archs=spec.PAPER_ARCH
     write_text(outdir / "differences.html", differences_html(diffs, synthetic, warning=warning,
                                                              labels=method_labels(runs)))
     out["differences"] = diffs
-    out["health"] = write_health(runs, outdir, synthetic)
+    out["health"] = write_health(runs, outdir, synthetic, reference_maps)
     out["cells"] = pd.concat(all_cells, ignore_index=True)
     return out

@@ -231,6 +231,17 @@ def smic_maps_input(wildcards):
     return []
 
 
+def reference_maps_inputs():
+    """The spectral-residual maps of every dataset for the health table's reference row
+    (config smic.reference), else none."""
+    if not SMIC.get("reference"):
+        return []
+    if SMIC["source"] != "spectral_residual":
+        raise ValueError("smic.reference: true needs smic.source: spectral_residual (the reference row is the "
+                         f"spectral residual), not {SMIC['source']!r}")
+    return [f"results/smic/{d}/maps.npy" for d in config["datasets"]]
+
+
 def smic_folder(dataset):
     """`--folder` of the smic-maps command for this dataset (source: folder)."""
     if SMIC["source"] != "folder":

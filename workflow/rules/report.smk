@@ -70,6 +70,7 @@ rule report_tables:
     input:
         runs="results/tables/runs.tsv",
         probe=probe_outputs(),
+        reference_maps=reference_maps_inputs(),
     output:
         alexnet=report(
             f"{REPORT}/table_alexnet.html",
@@ -131,7 +132,7 @@ rule report_tables:
         "Accuracy tables in the paper's layout, paired differences and saliency health -> {params.outdir}"
     shell:
         "python -m halsal tables --runs {input.runs:q} --outdir {params.outdir:q} --variant {params.variant} "
-        "--archs {params.archs} --probe {input.probe:q} --datasets {params.datasets} --methods {params.methods} "
+        "--archs {params.archs} --probe {input.probe:q} --reference-maps {input.reference_maps:q} --datasets {params.datasets} --methods {params.methods} "
         "--ks {params.ks} --synthetic-datasets {params.synthetic} --dataset-kinds {params.kinds} > {log:q} 2>&1"
 
 

@@ -52,6 +52,9 @@ rule pretrain_saliency:
     conda:
         "../../envs/train.yaml"
     threads: RES["threads"]
+    # Every Approach A/B job waits for Step 1, Baseline-RGB and the probe do not: start it first,
+    # so that the other cores run those beside it instead of idling after it.
+    priority: 10
     resources:
         mem_mb=RES["mem_mb"],
         runtime=RES["runtime"],
