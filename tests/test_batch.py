@@ -16,7 +16,7 @@ import pytest
 from halsal.data.datasets import read_index
 from halsal.data.splits import make_split
 from halsal.io import write_tsv
-from halsal.train import steps
+from halsal.train import records, steps
 from halsal.train.loop import OptimConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def test_batch_equals_runs_trained_one_per_call(tiny, splits, reference, tmp_pat
     pd.testing.assert_frame_equal(_history(tmp_path), _history(ref_dir))
     # metrics.json names the backbone's weights (backbone.json), the runs table's `weights` column.
     assert alone["weights"] == "scratch"
-    record = json.loads((ref_dir / steps.RECORD).read_text())
+    record = json.loads((ref_dir / records.RECORD).read_text())
     assert record["metrics"] == json.loads((ref_dir / "metrics.json").read_text())
     assert set(record["files"]) == {"saliency.npz", "predictions.tsv", "history.tsv"}
 

@@ -1,5 +1,7 @@
 """Datasets, synthetic generation and k-shot splits (Sec. 4.1)."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -161,10 +163,17 @@ def test_class_names_from_classes_tsv_on_real_photographs(shared_data):
     assert "Cardinal" in set(index["class_name"])
 
 
-def test_one_image_extension_list():
-    from halsal.data import datasets, fetch
+def test_fetch_keeps_exactly_the_files_the_indexer_reads(tmp_path):
+    """A fetcher keeps a file when the folder indexer would index it, and only then."""
+    from halsal.data.fetch.common import is_image
 
-    assert fetch.IMAGE_EXTS is datasets.IMAGE_EXTENSIONS
+    names = ["a.jpg", "b.JPEG", "c.png", "d.webp", "e.tif", "f.gif", "g.txt", ".h.jpg", "i.jpg.part"]
+    for cls in ("000_x", "001_y"):  # a dataset needs two classes
+        (tmp_path / cls).mkdir()
+        for name in names:
+            (tmp_path / cls / name).write_bytes(b"not decoded by the indexer")
+    indexed = {Path(p).name for p in index_folder(tmp_path)["path"]}
+    assert indexed == {n for n in names if is_image(Path(n))} == {"a.jpg", "b.JPEG", "c.png", "d.webp", "e.tif"}
 
 
 def test_bad_images_never_hold_a_val_or_test_place():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import socket
 import tarfile
 import threading
@@ -137,16 +138,19 @@ def flowers(server, tmp_path):
 # ---------------------------------------------------------------- tests
 
 
-def test_shipped_registry_has_known_checksums():
+def test_shipped_registry_is_usable_by_every_fetcher():
+    """Every dataset a fetcher builds has a registry entry whose files carry a 32-hex md5 and a
+    list of URLs (a typo here would only show as a failed download on a user's machine)."""
+    from halsal.data.fetch import BUILDERS
+
     reg = load_checksums()
-    fl = reg["flowers102"]["files"]
-    assert fl["imagelabels.mat"]["md5"] == "e0620be6f572b9609742df49c70aed4d"
-    assert fl["setid.mat"]["md5"] == "a5357ecc9cb78c4bef273ce3793fc85c"
-    assert fl["102flowers.tgz"]["md5"] == "52808999861908f626f3c1f4e79d11fa"
-    assert len(reg["flowers102"]["class_names"]) == 102
-    assert reg["flowers102"]["class_names"][0] == "pink primrose"
-    assert reg["cub200"]["files"]["CUB_200_2011.tgz"]["md5"] == "97eceeb196236b17998738112f37df78"
-    assert reg["cars196"]["files"]["cars_train.tgz"]["urls"] == []
+    for name in set(BUILDERS) - {"folder"}:  # folder: the user's own images, nothing to download
+        files = reg[name]["files"]
+        assert files, name
+        for fname, entry in files.items():
+            assert re.fullmatch(r"[0-9a-f]{32}", entry["md5"]), (name, fname)
+            assert isinstance(entry["urls"], list) and all(u.startswith("https://") for u in entry["urls"]), (name, fname)
+    assert len(reg["flowers102"]["class_names"]) == 102  # the fetcher names its 102 class folders from these
 
 
 def test_flowers_checksum_pass_builds_ready_tree_and_rerun_is_noop(flowers, server, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from halsal.cli import main as halsal_main
 from halsal.errors import HalsalError
 from halsal.report.aggregate import SAL_COLUMNS, collect_runs, read_runs, write_aggregate
-from halsal.report.health import DEAD_THRESHOLD, dead_warnings, health_table
+from halsal.report.health import dead_warnings, health_table
 from halsal.report.paper import SMIC_SPECTRAL_LABEL, paper_table, paper_value
 from halsal.report.stats import mean_ci, paired_differences, two_level_bootstrap
 from halsal.report.tables import accuracy_cells, write_tables
@@ -186,10 +186,17 @@ def test_aggregate_flattens_the_saliency_object(results, runs, tmp_path):
     assert back.sal_test_dead_fraction.tolist() == pytest.approx(runs.sal_test_dead_fraction.tolist(), nan_ok=True)
 
 
-def test_dead_threshold_is_the_training_code_s():
-    from halsal.train.health import is_dead
+def test_the_report_and_the_training_log_call_the_same_maps_dead(tmp_path):
+    """A run whose test maps are all zero on exactly half the images is dead for the report's
+    table and warning and for the training step's WARNING; one image fewer is alive for both."""
+    from halsal.report.health import dead_mask
+    from halsal.train.health import is_dead, saliency_stats
 
-    assert is_dead({"dead_fraction": DEAD_THRESHOLD}) and not is_dead({"dead_fraction": DEAD_THRESHOLD - 1e-9})
+    maps = np.ones((8, 2, 2))
+    maps[:4] = 0  # 4 of 8 all zero
+    half, below = saliency_stats(maps), saliency_stats(maps[1:])  # 4 of 8, 3 of 7
+    runs = pd.DataFrame({"sal_test_dead_fraction": [half["dead_fraction"], below["dead_fraction"]]})
+    assert dead_mask(runs).tolist() == [True, False] == [is_dead(half), is_dead(below)]
 
 
 def test_saliency_health_table_counts_dead_runs_and_means(runs):

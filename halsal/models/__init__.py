@@ -109,6 +109,16 @@ def check_variant(arch: str, variant: str) -> dict:
     return opts
 
 
+def state_classes(arch: str, state: dict) -> int:
+    """The number of classes of a state dict of ``arch``: the rows of its top layer (``TOP_KEY``)."""
+    return int(state[ARCHS[arch].TOP_KEY].shape[0])
+
+
+def shape_options(arch: str, state: dict) -> dict:
+    """Constructor options that a state dict of ``arch`` implies (AlexNet's fc6/fc7 width)."""
+    return {"fc_width": int(state["classifier.1.weight"].shape[0])} if arch == "alexnet" else {}
+
+
 def frozen_bn_eval(model) -> None:
     """``model.train()``, except batch-norm layers whose parameters are all frozen, which stay in
     eval mode (running statistics used, not updated): Step 1 freezes the RGB and joint branches,

@@ -13,8 +13,8 @@ runs table's ``sal_<part>_<stat>`` columns. This module reads only those columns
   and the paired differences whenever a map is dead in any run.
 
 A run's map is dead when at least ``DEAD_THRESHOLD`` of its test images have an all-zero map
-(the threshold of ``halsal.train.health.is_dead``, which the report does not import: it reads
-JSON/TSV only and never imports torch or the training package).
+(``halsal.train.health``'s, the module that measures the maps: numpy only, so the report still
+never imports torch).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from halsal.io import write_text, write_tsv
 from halsal import spec
 from halsal.report.aggregate import SYNTHETIC_NOTE, any_synthetic, k_sort_key, parse_variant, variant_of
 from halsal.report.page import html_page
-from halsal.report.paper import ARCH_LABELS, METHOD_ORDER, method_labels
+from halsal.report.paper import ARCH_LABELS, method_labels
+from halsal.train.health import DEAD_THRESHOLD
 
-DEAD_THRESHOLD = 0.5  # = halsal.train.health.is_dead(threshold=0.5); tests check they agree
 HEALTH_COLUMNS = ["arch", "dataset", "method", "label", "variant", "k", "n_runs", "n_stats", "n_dead", "dead",
                   "dead_seeds", "test_mean", "before_mean", "test_object_ratio", "before_object_ratio",
                   "test_spatial_cv", "test_dead_fraction", "val_dead_fraction", "synthetic"]
@@ -64,7 +64,7 @@ def health_table(runs: pd.DataFrame) -> pd.DataFrame:
     labels = method_labels(runs)
     has = pd.to_numeric(sel.get("sal_test_n", pd.Series(math.nan, index=sel.index)), errors="coerce").notna()
     sel = sel.assign(_dead=dead_mask(sel), _has=has, _k=sel.k.map(k_sort_key),
-                     _m=sel.method.map({m: i for i, m in enumerate(METHOD_ORDER)}).fillna(99))
+                     _m=sel.method.map({m: i for i, m in enumerate(spec.METHOD_NAMES)}).fillna(99))
     rows = []
     for (arch, dataset, _, method, variant, _, k), g in sel.groupby(
             ["arch", "dataset", "_m", "method", "variant", "_k", "k"], sort=True):

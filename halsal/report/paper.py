@@ -18,7 +18,6 @@ from halsal import spec
 
 # Method ids (paths, config) -> the paper's row names, in the paper's row order (halsal.spec).
 METHOD_LABELS = {name: m.label for name, m in spec.METHODS.items()}
-METHOD_ORDER = list(spec.METHOD_NAMES)
 # The paper's asterisk: SMIC needs an explicit saliency method (a saliency dataset).
 SMIC_NOTE = "* requires an explicit saliency method (SMIC, Flores et al. 2019)"
 # SMIC run with maps from the spectral residual (Hou & Zhang 2007), not from the explicit

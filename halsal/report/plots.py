@@ -8,8 +8,6 @@ configuration", so the report never points at a file that does not exist.
 
 from __future__ import annotations
 
-import math
-import os
 from pathlib import Path
 
 import matplotlib
@@ -24,12 +22,12 @@ from halsal.errors import HalsalError  # noqa: E402
 from halsal.io import atomic_write  # noqa: E402
 from halsal import spec  # noqa: E402
 from halsal.report.aggregate import SYNTHETIC_NOTE, any_synthetic, k_sort_key, sort_ks  # noqa: E402
-from halsal.report.paper import ARCH_LABELS, METHOD_LABELS, METHOD_ORDER, method_labels  # noqa: E402
+from halsal.report.paper import ARCH_LABELS, METHOD_LABELS, method_labels  # noqa: E402
 from halsal.report.stats import mean_ci  # noqa: E402
 
 # Fusion points in network order (AlexNet's, then ResNet-152's); unknown ones sort last.
 FUSION_ORDER = [f for arch in spec.ARCHS for f in spec.FUSION_POINTS[arch]]
-PALETTE = dict(zip(METHOD_ORDER, sns.color_palette("colorblind", len(METHOD_ORDER))))
+PALETTE = dict(zip(spec.METHOD_NAMES, sns.color_palette("colorblind", len(spec.METHOD_NAMES))))
 
 
 def set_style() -> None:
@@ -69,7 +67,7 @@ def accuracy_vs_k(runs: pd.DataFrame, arch: str, dataset: str, path) -> None:
     sel["acc"] = sel.test_acc * 100
     labels = method_labels(sel)  # SMIC with spectral-residual maps is named so
     sel["Method"] = sel.method.map(labels)
-    order = [labels[m] for m in METHOD_ORDER if m in set(sel.method)]
+    order = [labels[m] for m in spec.METHOD_NAMES if m in set(sel.method)]
     fig, ax = plt.subplots(figsize=(6.4, 4))
     sns.lineplot(data=sel, x="x", y="acc", hue="Method", hue_order=order, errorbar="sd", marker="o",
                  palette={labels[m]: c for m, c in PALETTE.items()}, ax=ax)
@@ -87,7 +85,7 @@ def improvement_vs_k(runs: pd.DataFrame, arch: str, dataset: str, path, referenc
     set_style()
     sel = runs[(runs.arch == arch) & (runs.dataset == dataset)]
     acc = sel.pivot_table(index=["k", "seed"], columns="method", values="test_acc", aggfunc="mean") * 100
-    methods = [m for m in METHOD_ORDER if m != reference and m in acc]
+    methods = [m for m in spec.METHOD_NAMES if m != reference and m in acc]
     if reference not in acc or not methods:
         placeholder(path, f"{dataset}: improvement over {METHOD_LABELS[reference]}",
                     f"not run in this configuration: needs {METHOD_LABELS[reference]} and another method",

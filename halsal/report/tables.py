@@ -22,7 +22,7 @@ from halsal.io import write_text, write_tsv
 from halsal.report.aggregate import variant_of, SYNTHETIC_NOTE, sort_ks
 from halsal.report.page import html_page
 from halsal.report.health import dead_warnings, warning_html, write_health
-from halsal.report.paper import (ARCH_LABELS, METHOD_LABELS, METHOD_ORDER, SMIC_NOTE, SMIC_SPECTRAL_LABEL,
+from halsal.report.paper import (ARCH_LABELS, METHOD_LABELS, SMIC_NOTE, SMIC_SPECTRAL_LABEL,
                                  SMIC_SPECTRAL_NOTE, comparability, method_labels, paper_dataset, paper_value,
                                  smic_maps_kind)
 
@@ -72,7 +72,7 @@ def accuracy_cells(runs: pd.DataFrame, arch: str, variant: str, datasets=(), met
     arch_configured = arch_configured or len(sel) > 0
     syn = set(synthetic_datasets) | set(sel[sel.synthetic.astype(bool)].dataset if len(sel) else [])
     labels = {**method_labels(sel), spec.LINEAR_PROBE: spec.LINEAR_PROBE_LABEL}
-    order = METHOD_ORDER + ([spec.LINEAR_PROBE] if len(sel) and (sel.method == spec.LINEAR_PROBE).any() else [])
+    order = [*spec.METHOD_NAMES] + ([spec.LINEAR_PROBE] if len(sel) and (sel.method == spec.LINEAR_PROBE).any() else [])
     smic_spectral = smic_maps_kind(sel) == "spectral_residual"
     rows = []
     for dataset in datasets:

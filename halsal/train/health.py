@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 STAT_KEYS = ("n", "mean", "dead_fraction", "spatial_cv", "object_ratio", "n_boxes")
+DEAD_THRESHOLD = 0.5  # a run's map is dead when at least this share of its images is all zero
 
 
 def box_weights(boxes: np.ndarray, input_size: int, map_shape: tuple[int, int]) -> np.ndarray:
@@ -69,6 +70,6 @@ def saliency_stats(maps, weights: np.ndarray | None = None) -> dict:
             "spatial_cv": float(cv.mean()), "object_ratio": ratio, "n_boxes": n_boxes}
 
 
-def is_dead(stats: dict | None, threshold: float = 0.5) -> bool:
+def is_dead(stats: dict | None, threshold: float = DEAD_THRESHOLD) -> bool:
     """A map counts as dead in a run when at least ``threshold`` of its images are all zero."""
     return bool(stats) and stats.get("dead_fraction") is not None and stats["dead_fraction"] >= threshold

@@ -20,7 +20,7 @@ from torch import nn
 from halsal.data.splits import relabel, select
 from halsal.errors import HalsalError
 from halsal.io import torch_load, write_tsv
-from halsal.models import ARCHS, build_model
+from halsal.models import build_model, shape_options, state_classes
 from halsal.models.weights import load_backbone, normalisation
 from halsal.train.device_cache import DeviceImages
 
@@ -34,8 +34,7 @@ def pooled_features(arch: str, backbone_pt, images: np.ndarray, input_size: int,
     """(N, D) features of the backbone's top-layer input for uint8 ``images`` (N, S, S, 3),
     centre-cropped to ``input_size`` and normalised as the weights expect."""
     state = torch_load(backbone_pt)
-    model = build_model(arch, state[ARCHS[arch].TOP_KEY].shape[0], saliency="none",
-                        **({"fc_width": int(state["classifier.1.weight"].shape[0])} if arch == "alexnet" else {}))
+    model = build_model(arch, state_classes(arch, state), saliency="none", **shape_options(arch, state))
     load_backbone(model, state)
     top = model.top_layer()
     for name, module in model.named_modules():  # the top layer -> identity: the pooled features come out

@@ -16,8 +16,6 @@ whole backbone), everything trained is in train mode (Step 0 from scratch, Step 
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import sys
 import time
@@ -33,16 +31,14 @@ from halsal.data.smic_maps import load_maps
 from halsal.errors import HalsalError
 from halsal.gpu import run_record
 from halsal.io import save_npz, torch_load, torch_save, write_json, write_tsv
-from halsal.models import ARCHS, build_model, check_variant, frozen_bn_eval, init_from_scratch
+from halsal.models import build_model, check_variant, frozen_bn_eval, init_from_scratch, shape_options, state_classes
 from halsal.models.imagenet import imagenet_labels
 from halsal.models.weights import (WEIGHT_ENUMS, backbone_state_dict, imagenet_state_dict, load_backbone,
                                    load_weights_file, normalisation)
+from halsal.train import records
 from halsal.train.inputs import load_split
 from halsal.train.health import is_dead
 from halsal.train.loop import OptimConfig, accuracy, evaluate, fit, seed_everything
-
-# Method -> (saliency kind, initialise the saliency branch from Step 1, freeze it): halsal.spec.
-METHODS = {name: (m.saliency, m.from_step1, m.frozen) for name, m in spec.METHODS.items()}
 
 
 def _num_threads(threads: int | None) -> None:
@@ -85,8 +81,8 @@ def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, 
         state = load_weights_file(weights)
         info["source"] = f"local file {weights}"
     # Check it loads into the network before anything downstream relies on it.
-    classes = state[_top_weight_key(arch)].shape[0]
-    net = build_model(arch, classes, saliency="none", **_shape_opts(arch, state))
+    classes = state_classes(arch, state)
+    net = build_model(arch, classes, saliency="none", **shape_options(arch, state))
     load_backbone(net, state)
     info["num_classes"] = int(classes)
     info["normalisation"] = dict(zip(("mean", "std"), normalisation(arch)))
@@ -147,17 +143,6 @@ def _maps_source(maps) -> str:
         return str(maps)
 
 
-def _top_weight_key(arch: str) -> str:
-    return ARCHS[arch].TOP_KEY
-
-
-def _shape_opts(arch: str, state: dict) -> dict:
-    """Model options implied by a backbone state dict (AlexNet's fc6/fc7 width)."""
-    if arch == "alexnet":
-        return {"fc_width": int(state["classifier.1.weight"].shape[0])}
-    return {}
-
-
 def pretrain_saliency(arch: str, variant: str, backbone_pt: str | Path, out: str | Path, *, source_prepared,
                       source_split, cfg: OptimConfig, input_size: int, device=torch.device("cpu"),
                       augment: dict | None = None, threads: int | None = None) -> dict:
@@ -168,10 +153,10 @@ def pretrain_saliency(arch: str, variant: str, backbone_pt: str | Path, out: str
     data = load_split(source_prepared, source_split, "K", device, input_size, aug.get("random_crop", True),
                       aug.get("flip", True), normalisation=normalisation(arch))
     state = torch_load(backbone_pt)
-    classes = state[_top_weight_key(arch)].shape[0]
+    classes = state_classes(arch, state)
     allowed = _source_labels(data, classes, backbone_pt)
     seed_everything(0)
-    model = build_model(arch, classes, **_variant(arch, variant), **_shape_opts(arch, state)).to(device)
+    model = build_model(arch, classes, **_variant(arch, variant), **shape_options(arch, state)).to(device)
     load_backbone(model, state)
     for p in model.rgb_and_joint_parameters():
         p.requires_grad_(False)  # frozen: only the saliency branch learns (Fig. 1, left)
@@ -249,10 +234,6 @@ def _variant(arch: str, variant: str) -> dict:
 # a kill, or because Snakemake deleted the outputs of a failed job) restores metrics.json of
 # every run whose record still matches instead of training it again.
 
-RECORD = "complete.json"  # the completion record of a run: fingerprint, file hashes, metrics
-RUN_FILES = ("saliency.npz", "predictions.tsv", "history.tsv")  # written before the record
-
-
 @dataclass
 class FinetuneInputs:
     """What every run of one fine-tuning job shares, loaded once."""
@@ -286,35 +267,6 @@ class FinetuneRun:
     out_dir: Path
 
 
-def _stamp(path) -> list | None:
-    """Identity of an input file for run fingerprints: size and modification time (a file that
-    its rule wrote again, e.g. new Step-1 weights, no longer matches)."""
-    if path is None:
-        return None
-    st = Path(path).stat()
-    return [st.st_size, st.st_mtime_ns]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-@functools.lru_cache(maxsize=1)
-def _code_digest() -> str:
-    """sha256 over halsal's model and training code (and the k-shot selection): changed code
-    retrains instead of restoring (Snakemake does not see changes inside the package)."""
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    files = [*(root / "models").glob("*.py"), *(root / "train").glob("*.py"), root / "data" / "splits.py"]
-    for path in sorted(files):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
 def _backbone_weights(backbone_pt) -> str | None:
     """model.weights of the backbone (imagenet | scratch | a path), from backbone.json beside it."""
     try:
@@ -328,9 +280,9 @@ def load_finetune_inputs(*, arch: str, method: str, variant: str, dataset: str, 
                          device=torch.device("cpu"), augment: dict | None = None,
                          synthetic: bool = False) -> FinetuneInputs:
     """Check and load the inputs that every run of a fine-tuning job shares."""
-    if method not in METHODS:
-        raise HalsalError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    kind, from_step1, _ = METHODS[method]
+    if method not in spec.METHODS:
+        raise HalsalError(f"unknown method {method!r}; choose one of {sorted(spec.METHODS)}")
+    kind, from_step1 = spec.METHODS[method].saliency, spec.METHODS[method].from_step1
     _variant(arch, variant)
     prepared = Path(prepared)
     images_path = prepared / "images.npy"
@@ -353,9 +305,10 @@ def load_finetune_inputs(*, arch: str, method: str, variant: str, dataset: str, 
                               "lower train.pretrain.lr, delete the file and re-run")
     aug = {"random_crop": True, "flip": True, **(augment or {})}  # explicit: part of the fingerprint
     manifest = prepared / "manifest.tsv"
-    stamps = {"images": _stamp(images_path), "manifest": _stamp(manifest) if manifest.is_file() else None,
-              "backbone": _stamp(backbone_pt), "saliency": _stamp(saliency_pt) if from_step1 else None,
-              "maps": _stamp(maps) if kind == "external" else None}
+    stamp = records.stamp
+    stamps = {"images": stamp(images_path), "manifest": stamp(manifest) if manifest.is_file() else None,
+              "backbone": stamp(backbone_pt), "saliency": stamp(saliency_pt) if from_step1 else None,
+              "maps": stamp(maps) if kind == "external" else None}
     return FinetuneInputs(arch=arch, method=method, variant=variant, dataset=dataset, prepared=prepared, cache=cache,
                           maps=map_cache, maps_source=maps_source, backbone=torch_load(backbone_pt), saliency=sal,
                           weights=_backbone_weights(backbone_pt), cfg=cfg, input_size=input_size, device=device,
@@ -366,35 +319,15 @@ def run_fingerprint(inputs: FinetuneInputs, run: FinetuneRun) -> str:
     """What a run's result depends on: its settings, the identity of its input files and
     halsal's training code (not the device, threads or checkpoint interval)."""
     optim = {k: v for k, v in inputs.cfg.__dict__.items() if k != "checkpoint_seconds"}
-    key = {"step": 2, "arch": inputs.arch, "method": inputs.method, "variant": inputs.variant,
-           "dataset": inputs.dataset, "k": str(run.k), "seed": int(run.seed), "input_size": inputs.input_size,
-           "augment": inputs.augment, "optim": optim, "synthetic": inputs.synthetic,
-           "inputs": {**inputs.stamps, "split": _stamp(run.split_tsv)}, "code": _code_digest()}
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return records.fingerprint({
+        "step": 2, "arch": inputs.arch, "method": inputs.method, "variant": inputs.variant, "dataset": inputs.dataset,
+        "k": str(run.k), "seed": int(run.seed), "input_size": inputs.input_size, "augment": inputs.augment,
+        "optim": optim, "synthetic": inputs.synthetic, "inputs": {**inputs.stamps, "split": records.stamp(run.split_tsv)}})
 
 
 def restore_run(inputs: FinetuneInputs, run: FinetuneRun) -> dict | None:
-    """The metrics of a run that an earlier job finished, written back to metrics.json; None
-    when the run has to be trained (no record, other settings or inputs, a file changed)."""
-    out_dir = Path(run.out_dir)
-    try:
-        record = json.loads((out_dir / RECORD).read_text())
-        if record["fingerprint"] != run_fingerprint(inputs, run):
-            return None
-        if any(_sha256(out_dir / name) != digest for name, digest in record["files"].items()):
-            return None
-        metrics = record["metrics"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    path = out_dir / "metrics.json"
-    try:
-        same = json.loads(path.read_text()) == metrics
-    except (OSError, ValueError):
-        same = False
-    if not same:
-        write_json(path, metrics)
-    (out_dir / "checkpoint.pt").unlink(missing_ok=True)
-    return metrics
+    """The metrics of a run an earlier job finished (its record matches), else None."""
+    return records.restore(run.out_dir, run_fingerprint(inputs, run))
 
 
 def finetune_run(inputs: FinetuneInputs, run: FinetuneRun) -> dict:
@@ -406,12 +339,12 @@ def finetune_run(inputs: FinetuneInputs, run: FinetuneRun) -> dict:
     cfg, device, aug, input_size = inputs.cfg, inputs.device, inputs.augment, inputs.input_size
     out_dir = Path(run.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    kind, _, freeze = METHODS[method]
+    kind, freeze = spec.METHODS[method].saliency, spec.METHODS[method].frozen
     data = load_split(inputs.prepared, run.split_tsv, k, device, input_size, aug.get("random_crop", True),
                       aug.get("flip", True), maps=inputs.maps, cache=inputs.cache, normalisation=normalisation(arch))
     seed_everything(seed)  # the Xavier init of fc8 (and of a scratch saliency branch) depends on the seed
     state = inputs.backbone
-    model = build_model(arch, len(data.class_names), saliency=kind, **_variant(arch, variant), **_shape_opts(arch, state)).to(device)
+    model = build_model(arch, len(data.class_names), saliency=kind, **_variant(arch, variant), **shape_options(arch, state)).to(device)
     load_backbone(model, state, skip_top=True)
     if inputs.saliency is not None:
         model.load_state_dict(inputs.saliency, strict=False)
@@ -453,8 +386,7 @@ def finetune_run(inputs: FinetuneInputs, run: FinetuneRun) -> dict:
         metrics["saliency"] = {"before": sal_before, "val": sal_val, "test": sal_test}
     if kind == "external":
         metrics["saliency_maps"] = inputs.maps_source
-    write_json(out_dir / RECORD, {"fingerprint": run_fingerprint(inputs, run),
-                                  "files": {name: _sha256(out_dir / name) for name in RUN_FILES}, "metrics": metrics})
+    records.write_record(out_dir, run_fingerprint(inputs, run), metrics)
     write_json(out_dir / "metrics.json", metrics)
     (out_dir / "checkpoint.pt").unlink(missing_ok=True)
     return metrics

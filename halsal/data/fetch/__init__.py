@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Callable
 
 from halsal.data.fetch import cars, folder, imagenet, official
-from halsal.data.fetch.common import IMAGE_EXTS, Build
+from halsal.data.fetch.common import Build
 from halsal.errors import HalsalError
 from halsal.io import write_json, write_tsv
 
-__all__ = ["BUILDERS", "DATASETS", "IMAGE_EXTS", "READY", "Build", "fetch_dataset", "load_checksums", "read_ready"]
+__all__ = ["BUILDERS", "DATASETS", "READY", "Build", "fetch_dataset", "load_checksums", "read_ready"]
 
 READY = "READY.json"
 PARTIAL = ".halsal-partial"

@@ -11,8 +11,6 @@ from pathlib import Path
 
 from halsal.data.datasets import IMAGE_EXTENSIONS, is_hidden
 
-IMAGE_EXTS = IMAGE_EXTENSIONS  # one list, halsal.data.datasets (the folder indexer uses it too)
-
 
 def slug(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
@@ -23,7 +21,8 @@ def class_dir(class_id: int, name: str, width: int = 3) -> str:
 
 
 def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTS and not is_hidden(path.name)
+    """The folder indexer's rule (halsal.data.datasets), so a fetched tree indexes whole."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(path.name)
 
 
 def place(src: Path, dst: Path, mode: str) -> None:
