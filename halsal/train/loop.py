@@ -257,3 +257,24 @@ def _fingerprint(cfg: OptimConfig, seed: int, extra: dict | None) -> str:
                 if k != "checkpoint_seconds" and not (k in defaults and v == defaults[k])}
     blob = json.dumps({"cfg": settings, "seed": seed, "extra": extra or {}}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, data, batch_size: int = 64) -> None:
+    """Batch-norm running statistics recomputed as exact averages over ``data`` (centre crops),
+    for a backbone trained from scratch: after a short Step 0 the running averages still lean
+    on their initial values, and Steps 1-2 use the frozen backbone in eval mode."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    was_training = model.training
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    model.train()
+    for x, _ in data.eval_batches(batch_size):
+        model(x)
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    model.train(was_training)

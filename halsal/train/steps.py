@@ -32,13 +32,13 @@ from halsal.errors import HalsalError
 from halsal.gpu import run_record
 from halsal.io import save_npz, torch_load, torch_save, write_json, write_tsv
 from halsal.models import build_model, check_variant, frozen_bn_eval, init_from_scratch, shape_options, state_classes
-from halsal.models.imagenet import imagenet_labels
 from halsal.models.weights import (WEIGHT_ENUMS, backbone_state_dict, imagenet_state_dict, load_backbone,
                                    load_weights_file, normalisation)
 from halsal.train import records
 from halsal.train.inputs import load_split
 from halsal.train.health import is_dead
-from halsal.train.loop import OptimConfig, accuracy, evaluate, fit, seed_everything
+from halsal.train.loop import OptimConfig, accuracy, evaluate, fit, recalibrate_batchnorm, seed_everything
+from halsal.train.source import source_accuracy, source_labels
 
 
 def _num_threads(threads: int | None) -> None:
@@ -90,8 +90,8 @@ def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, 
         # No training: the weights' own accuracy on the source set's test images.
         data = load_split(source_prepared, source_split, "K", device, input_size, False, False,
                           normalisation=normalisation(arch))
-        allowed = _source_labels(data, classes, backbone_pt=f"the {weights} weights")
-        info["source_test"] = _source_accuracy(net.to(device), data.test, allowed)
+        allowed = source_labels(data, classes, backbone_pt=f"the {weights} weights")
+        info["source_test"] = source_accuracy(net.to(device), data.test, allowed)
     torch_save(out, {k: v.cpu() for k, v in state.items()})
     write_json(out.with_suffix(".json"), info)
     out.with_suffix(".ckpt").unlink(missing_ok=True)
@@ -111,27 +111,6 @@ def _check_finite(result, step: str, lr_key: str) -> None:
     bad = [row["epoch"] for row in result.history if not np.isfinite(row["train_loss"])]
     if bad:
         raise HalsalError(f"{step} diverged: the training loss is NaN/inf from epoch {bad[0]}; lower {lr_key}")
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model: torch.nn.Module, data, batch_size: int = 64) -> None:
-    """Batch-norm running statistics recomputed as exact averages over ``data`` (centre crops),
-    for a backbone trained from scratch: after a short Step 0 the running averages still lean
-    on their initial values, and Steps 1-2 use the frozen backbone in eval mode."""
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    was_training = model.training
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over all batches
-    model.train()
-    for x, _ in data.eval_batches(batch_size):
-        model(x)
-    for m, mom in zip(bns, momenta):
-        m.momentum = mom
-    model.train(was_training)
 
 
 def _maps_source(maps) -> str:
@@ -154,7 +133,7 @@ def pretrain_saliency(arch: str, variant: str, backbone_pt: str | Path, out: str
                       aug.get("flip", True), normalisation=normalisation(arch))
     state = torch_load(backbone_pt)
     classes = state_classes(arch, state)
-    allowed = _source_labels(data, classes, backbone_pt)
+    allowed = source_labels(data, classes, backbone_pt)
     seed_everything(0)
     model = build_model(arch, classes, **_variant(arch, variant), **shape_options(arch, state)).to(device)
     load_backbone(model, state)
@@ -173,51 +152,12 @@ def pretrain_saliency(arch: str, variant: str, backbone_pt: str | Path, out: str
     test_acc, sal_test, _, _ = evaluate(model, data.test, data.boxes.get("test"))
     info = {"arch": arch, "variant": variant, "best_epoch": result.best_epoch, "val_acc": result.best_val_acc,
             "test_acc": test_acc, "num_classes": int(classes), "source_classes": len(data.class_names), **run_record(device, source_prepared),
-            "source_test": _source_accuracy(model, data.test, allowed), "epochs": cfg.epochs,
+            "source_test": source_accuracy(model, data.test, allowed), "epochs": cfg.epochs,
             "saliency": {"before": sal_before, "val": sal_val, "test": sal_test}, "history": result.history}
     _warn_if_dead(sal_test, f"Step 1 ({arch}, {variant}) on the source set's test images")
     write_json(out.with_suffix(".json"), info)
     out.with_suffix(".ckpt").unlink(missing_ok=True)
     return info
-
-
-def _source_labels(data, classes: int, backbone_pt) -> list[int] | None:
-    """Label the source set with the backbone's classes. Step 1 keeps the backbone's classifier
-    frozen: a source set with the backbone's class count is used as it is; an ImageNet-1k
-    backbone with a smaller ImageNet-derived set (Tiny ImageNet) gets each class's ImageNet index
-    from its wnid (halsal.models.imagenet), in place. Returns those indices (None: unchanged)."""
-    if classes == len(data.class_names):
-        return None
-    if classes != 1000:
-        raise HalsalError(
-            f"the backbone {backbone_pt} has {classes} output classes but the source set has "
-            f"{len(data.class_names)}: Step 1 keeps the backbone's classifier frozen, so the source set "
-            f"must use the backbone's classes (ImageNet weights need ImageNet images with ImageNet labels)")
-    rows = data.test_rows.drop_duplicates("label")
-    mapping = imagenet_labels(dict(zip(rows["label"].astype(int), rows["path"])))
-    missing = sorted(set(range(len(data.class_names))) - set(mapping))
-    if missing:
-        raise HalsalError(f"source classes {[data.class_names[i] for i in missing[:5]]} have no test image to read "
-                          "their wnid from")
-    lut = torch.tensor([mapping[i] for i in range(len(data.class_names))], device=data.test.labels.device)
-    for part in (data.train, data.val, data.test):
-        part.labels = lut[part.labels]
-    return lut.tolist()
-
-
-@torch.no_grad()
-def _source_accuracy(model, data, allowed: list[int] | None) -> dict:
-    """Top-1 over all the classifier's classes and, for a subset of ImageNet, over its classes only."""
-    out = {"top1": accuracy(model, data), "n": len(data)}
-    if allowed is not None:
-        idx = torch.tensor(allowed)
-        was = model.training
-        model.eval()
-        preds = torch.cat([model(x)[:, idx.to(x.device)].argmax(1).cpu() for x, _ in data.eval_batches()])
-        model.train(was)
-        out["top1_restricted"] = (idx[preds] == data.labels.cpu()).float().mean().item()
-        out["restricted_to"] = len(allowed)
-    return out
 
 
 def _variant(arch: str, variant: str) -> dict:
