@@ -35,6 +35,7 @@ from halsal import spec
 from halsal.errors import HalsalError
 from halsal.io import atomic_write, write_text
 from halsal.report.paper import method_labels
+from halsal.report.wall_time import wall_time
 from halsal.report.devices import devices_md
 
 BEGIN = "<!-- BEGIN generated: halsal publish-md replaces everything down to END; do not edit by hand -->"
@@ -204,48 +205,6 @@ def data_md(summary_tsv) -> str:
             "images_used": "images used", "images_skipped": "files skipped", "classes_dropped": "classes dropped",
             "val_per_class": "val/class", "test_per_class": "test/class"}
     return md_table(d[[c for c in cols if c in d]].rename(columns=cols))
-
-
-STAGE_ORDER = ("datasets", "prepare", "splits", "smic_maps", "backbone", "pretrain_saliency", "finetune",
-               "finetune_ablation", "probe", "report")
-SHARED_STAGES = ("backbone", "pretrain_saliency", "report")  # files named by arch or report part, not dataset
-
-
-def stage_of(rel: Path) -> str:
-    """The stage a benchmark file belongs to: its first folder, fine-tuning split by method."""
-    parts = rel.parts
-    if parts[0] in ("finetune", "finetune_ablation") and len(parts) >= 4:
-        return f"{parts[0]}: {parts[3]}"
-    return parts[0]
-
-
-def _stage_key(stage: str) -> tuple:
-    head = stage.split(":")[0]
-    return (STAGE_ORDER.index(head) if head in STAGE_ORDER else len(STAGE_ORDER), stage)
-
-
-def wall_time(bench_dir, datasets=()) -> pd.DataFrame:
-    """Per stage: jobs, the sum and the largest of their wall seconds, and CPU seconds
-    (Snakemake's benchmark files; jobs of one stage may have run side by side). With
-    ``datasets`` (the targets and the source set), a file of another dataset (left by another
-    configuration sharing benchmarks/) is not counted."""
-    rows = []
-    for path in sorted(Path(bench_dir).rglob("*.tsv")):
-        rel = path.relative_to(bench_dir)
-        if datasets and rel.parts[0] not in SHARED_STAGES and not {*rel.parts[1:-1], path.stem} & set(datasets):
-            continue
-        b = pd.read_csv(path, sep="\t")
-        if not len(b) or "s" not in b:
-            continue
-        rows.append({"stage": stage_of(rel), "s": float(b.s.iloc[-1]),
-                     "cpu": float(b.cpu_time.iloc[-1]) if "cpu_time" in b else math.nan})
-    if not rows:
-        return pd.DataFrame(columns=["stage", "jobs", "wall s (sum)", "wall s (longest job)", "CPU s (sum)"])
-    r = pd.DataFrame(rows)
-    g = r.groupby("stage").agg(jobs=("s", "size"), total=("s", "sum"), longest=("s", "max"), cpu=("cpu", "sum"))
-    g = g.loc[sorted(g.index, key=_stage_key)].reset_index()
-    g.loc[len(g)] = ["all jobs", int(g.jobs.sum()), g.total.sum(), g.longest.max(), g.cpu.sum()]
-    return g.rename(columns={"total": "wall s (sum)", "longest": "wall s (longest job)", "cpu": "CPU s (sum)"})
 
 
 def wall_time_md(bench_dir, datasets=()) -> str:
