@@ -100,4 +100,5 @@ def reference_rows(runs: pd.DataFrame, maps_by_dataset: dict[str, str | Path], c
             "test_spatial_cv": mean("spatial_cv"), "test_dead_fraction": mean("dead_fraction"),
             "val_dead_fraction": math.nan, "synthetic": bool(g.synthetic.astype(bool).any()),
         })
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=columns).round({c: 4 for c in ("test_mean", "test_object_ratio", "test_spatial_cv",
+                                                                    "test_dead_fraction")})
