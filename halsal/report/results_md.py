@@ -277,7 +277,9 @@ def render(report_dir, arch: str, out_md, bench_dir="benchmarks", backbone_jsons
         "images (Eq. 2 then leaves the RGB features unchanged: the run is Baseline-RGB at test time). "
         "Map mean: the map's mean value. Object ratio: the map's mean inside the object's box over its "
         "mean on the whole image (1 = no preference; needs boxes). (before) = before fine-tuning: for "
-        "Approach A and B, Step 1's map; Approach A keeps it frozen.\n",
+        "Approach A and B, Step 1's map; Approach A keeps it frozen. The spectral-residual row (config "
+        "`smic.reference`, not in the paper) scores training-free maps on the same test images at the same "
+        "resolution: the bar a learned map's object ratio has to clear.\n",
         health_md(health_tsv),
         "#### 4. Step 0 and Step 1 on the source set\n",
         steps_md(backbone_jsons, saliency_jsons, source, source_classes),

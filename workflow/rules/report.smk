@@ -255,7 +255,7 @@ rule report_data:
         source=f"--source {SOURCE}" if source_used() else "",
         seeds=config["seeds"],
         kinds=[f"{d}={dataset_spec(d)['kind']}" for d in DATA_ALL],
-        policies=[f"{d}={data_policy(d, 'on_bad_image')},{data_policy(d, 'too_few_images')}" for d in DATA_ALL],
+        policies=[f"{d}={data_policy(d, 'on_bad_image')},{data_policy(d, 'too_few_images')},{data_policy(d, 'duplicates')}" for d in DATA_ALL],
         # results/datasets/<dataset>/index.tsv -> results
         results_root=lambda wildcards, input: os.path.dirname(os.path.dirname(os.path.dirname(input.index[0]))),
     log:
