@@ -35,7 +35,10 @@ def test_pretrained_photos_dry_run_lists_the_grid(tmp_path):
     proc = snakemake("-n", "-p", "--configfile", str(PHOTOS), cwd=work)
     counts = job_counts(proc.stdout)
     cfg = yaml.safe_load(PHOTOS.read_text())
-    assert counts["backbone"] == 1 and counts["pretrain_saliency"] == 1 and "smic_maps" not in counts
+    assert counts["backbone"] == 1 and counts["pretrain_saliency"] == 1
+    # no SMIC runs, but smic.reference: the spectral-residual maps of both datasets reach the health table
+    assert counts["smic_maps"] == 2 and "method smic" not in proc.stdout
+    assert re.search(r"--reference-maps results/smic/\S+/maps\.npy results/smic/\S+/maps\.npy ", proc.stdout)
     assert counts["probe"] == 2  # one linear probe per dataset, every k and seed inside
     # finetune_batch: seed -> one job per dataset, method and seed; resources.threads: 1 -> two such
     # 1-thread jobs run side by side on --cores 2 (docs/decisions.md, Threads)
