@@ -190,18 +190,7 @@ def test_resnet152_frozen_batchnorm_on_cuda(cuda):
     assert not torch.equal(model.saliency_branch.score.weight, score)  # the branch learns
 
 
-def _separable(device, n=16, size=72, input_size=64, seed=0):
-    """Two classes a network separates in a few epochs: the bright half is the top or the bottom."""
-    from halsal.train.device_cache import DeviceImages
-
-    def images(n, seed):
-        rng = np.random.default_rng(seed)
-        x = rng.integers(0, 60, (2 * n, size, size, 3)).astype(np.uint8)
-        x[:n, : size // 2] += 150
-        x[n:, size // 2:] += 150
-        return x, np.repeat([0, 1], n)
-
-    return DeviceImages(*images(n, seed), device, input_size), DeviceImages(*images(n // 2, seed + 1), device, input_size)
+from tests.conftest import separable as _separable  # noqa: E402
 
 
 @pytest.mark.parametrize("precision, channels_last", [("fp32", False), ("bf16", True)])

@@ -214,20 +214,7 @@ def test_gpu_gather_crops_equal_cpu_slices(device):
 
 # --- issue 11: bf16 autocast, channels-last, CUDA -------------------------------------------
 
-def _separable(device, n=16, size=72, input_size=64, seed=0):
-    """Two classes that a network separates in a few epochs: the bright half of the image is
-    the top (class 0) or the bottom (class 1); flips and crops keep it so."""
-    from halsal.train.device_cache import DeviceImages
-
-    def images(n, seed):
-        rng = np.random.default_rng(seed)
-        x = rng.integers(0, 60, (2 * n, size, size, 3)).astype(np.uint8)
-        x[:n, : size // 2] += 150
-        x[n:, size // 2:] += 150
-        return x, np.repeat([0, 1], n)
-
-    return (DeviceImages(*images(n, seed), device, input_size),
-            DeviceImages(*images(n // 2, seed + 1), device, input_size))
+from tests.conftest import separable as _separable  # noqa: E402
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
