@@ -150,12 +150,10 @@ def cmd_split(args) -> None:
     index = read_index(args.index)
     usable = None
     if args.manifest:  # images that did not decode (on_bad_image: skip) never take a place
-        import pandas as pd
-
+        from halsal.data.manifest import read_manifest
         from halsal.data.splits import usable_rows
 
-        usable = usable_rows(index, pd.read_csv(args.manifest, sep="\t", dtype={"path": str, "status": str},
-                                                keep_default_na=False))
+        usable = usable_rows(index, read_manifest(args.manifest))
         if (~usable).any():
             print(f"{int((~usable).sum())} images that did not decode are left out before drawing "
                   f"(listed in {args.manifest} and the report's Data section)")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from halsal.data.manifest import ok_rows, read_prepared_manifest
 from halsal.errors import HalsalError
 from halsal.io import save_npy, write_json
 
@@ -160,10 +161,9 @@ def smic_maps(index_tsv, prepared, out, *, source: str = "spectral_residual", fo
         if not folder:
             raise HalsalError("smic.source is 'folder' but no folder was given for this dataset: set smic.folders.<dataset>")
         ok = None
-        manifest = prepared / "manifest.tsv"
-        if manifest.is_file():  # images the prepare stage skipped need no map
-            status = pd.read_csv(manifest, sep="\t", keep_default_na=False).set_index("row")["status"]
-            ok = pd.Series(range(len(index))).map(status).eq("ok").to_numpy()
+        man = read_prepared_manifest(prepared)
+        if man is not None:  # images the prepare stage skipped need no map
+            ok = ok_rows(man, range(len(index)))
         maps = folder_maps(index, folder, images.shape[1], ok)
         label = f"precomputed maps from {folder}"
     else:

@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from halsal.data.datasets import duplicate_groups
+from halsal.data.manifest import read_manifest
 from halsal.errors import HalsalError
 from halsal.io import write_text, write_tsv
 from halsal.report.page import html_document
@@ -80,10 +81,9 @@ def dataset_data(name: str, results_root: str | Path, seeds=(0,), role: str = "t
     manifest_path = results / "prepared" / name / "manifest.tsv"
     ok = pd.Series(True, index=index.index)
     if manifest_path.is_file():
-        manifest = _read_tsv(manifest_path)
-        manifest["row"] = manifest["row"].astype(int)
-        status = manifest.set_index("row")["status"].reindex(index.index, fill_value="ok")
-        reason = manifest.set_index("row")["reason"].reindex(index.index, fill_value="")
+        manifest = read_manifest(manifest_path)
+        status = manifest["status"].reindex(index.index, fill_value="ok")
+        reason = manifest["reason"].reindex(index.index, fill_value="")
         ok = status.eq("ok")
         for row in index.index[~ok]:
             items.append({"dataset": name, "item": "skipped_file", "name": _display(index.at[row, "path"], root),

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from halsal.data.boxes import CACHE_BOX_COLUMNS, crop_boxes
+from halsal.data.boxes import crop_boxes
+from halsal.data.manifest import cache_boxes, ok_rows, read_prepared_manifest
 from halsal.data.splits import relabel, select
 from halsal.errors import HalsalError
 from halsal.train.device_cache import DeviceImages, upload
@@ -82,17 +83,11 @@ def load_split(prepared: str | Path, split_tsv: str | Path, k, device: torch.dev
         # Memory-mapped: only the rows of this split are read from disk.
         cache = np.load(images_path, mmap_mode="r", allow_pickle=False)
     split = pd.read_csv(split_tsv, sep="\t", keep_default_na=False)
-    manifest = prepared / "manifest.tsv"
-    skipped = 0
-    cache_boxes = None
-    if manifest.is_file():
-        man = pd.read_csv(manifest, sep="\t", keep_default_na=False, na_values={c: [""] for c in CACHE_BOX_COLUMNS})
-        status = man.set_index("row")["status"]
-        if set(CACHE_BOX_COLUMNS) <= set(man.columns):
-            cache_boxes = man.set_index("row")[CACHE_BOX_COLUMNS].astype(float)
-        bad = split["row"].map(status).ne("ok")
-        skipped = int(bad.sum())
-        split = split[~bad]  # counted in metrics.json and listed in the manifest the report shows
+    man = read_prepared_manifest(prepared)
+    boxes_by_row = cache_boxes(man)
+    bad = ~ok_rows(man, split["row"])
+    skipped = int(bad.sum())
+    split = split[~bad]  # counted in metrics.json and listed in the manifest the report shows
     split, names = relabel(split)
     parts, boxes = {}, {}
     for role in ("train", "val", "test"):
@@ -108,6 +103,6 @@ def load_split(prepared: str | Path, split_tsv: str | Path, k, device: torch.dev
             parts[role] = DeviceImagesWithMaps(cache[idx], maps[idx], rows["label"].to_numpy(), device, input_size, **opts)
         if role == "test":
             test_rows = rows[["row", "path", "label", "class_name"]]
-        if cache_boxes is not None and role != "train":
-            boxes[role] = crop_boxes(cache_boxes.loc[idx].to_numpy(), cache.shape[1], input_size)
+        if boxes_by_row is not None and role != "train":
+            boxes[role] = crop_boxes(boxes_by_row.loc[idx].to_numpy(), cache.shape[1], input_size)
     return SplitData(parts["train"], parts["val"], parts["test"], names, test_rows, skipped, boxes)

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from halsal.data.manifest import ok_rows, read_prepared_manifest
 from halsal.data.splits import relabel, select
 from halsal.errors import HalsalError
 from halsal.io import torch_load, write_tsv
@@ -84,10 +85,8 @@ def linear_probe(*, arch: str, dataset: str, backbone_pt, prepared, runs, input_
         raise HalsalError(f"{images_path} is missing: run the prepare rule for this dataset first")
     cache = np.load(images_path, mmap_mode="r", allow_pickle=False)
     splits = {str(s): pd.read_csv(s, sep="\t", keep_default_na=False) for _, _, s in runs}
-    manifest = Path(prepared) / "manifest.tsv"
-    if manifest.is_file():  # images that prepare skipped are left out, as in Step 2
-        status = pd.read_csv(manifest, sep="\t", keep_default_na=False).set_index("row")["status"]
-        splits = {s: df[df["row"].map(status).eq("ok")] for s, df in splits.items()}
+    man = read_prepared_manifest(prepared)  # images that prepare skipped are left out, as in Step 2
+    splits = {s: df[ok_rows(man, df["row"])] for s, df in splits.items()}
     used = np.unique(np.concatenate([df["row"].to_numpy() for df in splits.values()]))
     got = pooled_features(arch, backbone_pt, np.asarray(cache[used]), input_size, device)
     feats = np.zeros((len(cache), got.shape[1]), dtype=np.float32)

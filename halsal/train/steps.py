@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from halsal import spec
+from halsal.data.manifest import manifest_path
 from halsal.data.smic_maps import load_maps
 from halsal.errors import HalsalError
 from halsal.gpu import run_record
@@ -244,7 +245,7 @@ def load_finetune_inputs(*, arch: str, method: str, variant: str, dataset: str, 
             raise HalsalError(f"the Step-1 saliency weights {saliency_pt} hold NaN/inf (Step 1 diverged): "
                               "lower train.pretrain.lr, delete the file and re-run")
     aug = {"random_crop": True, "flip": True, **(augment or {})}  # explicit: part of the fingerprint
-    manifest = prepared / "manifest.tsv"
+    manifest = manifest_path(prepared)
     stamp = records.stamp
     stamps = {"images": stamp(images_path), "manifest": stamp(manifest) if manifest.is_file() else None,
               "backbone": stamp(backbone_pt), "saliency": stamp(saliency_pt) if from_step1 else None,

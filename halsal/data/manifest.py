@@ -1,0 +1,52 @@
+"""prepare's ``manifest.tsv``, read in one place.
+
+One row per index row: ``row`` (its row in the index and in ``images.npy``), ``path``,
+``status`` (``ok``, or why the image was skipped), ``reason``, and where the index has object
+boxes, the box in the cache's pixels (``box_x0 .. box_y1``, empty where the image has none).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from halsal.data.boxes import CACHE_BOX_COLUMNS
+
+MANIFEST = "manifest.tsv"  # its name in a prepared folder (beside images.npy)
+
+
+def manifest_path(prepared: str | Path) -> Path:
+    """The manifest of a prepared folder."""
+    return Path(prepared) / MANIFEST
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """The manifest, indexed by ``row``: ``path``, ``status``, ``reason`` as strings and the
+    cache boxes (where present) as floats, NaN where an image has none."""
+    man = pd.read_csv(path, sep="\t", dtype={"path": str, "status": str, "reason": str}, keep_default_na=False,
+                      na_values={c: [""] for c in CACHE_BOX_COLUMNS})
+    man["row"] = man["row"].astype(int)
+    return man.set_index("row", drop=False).rename_axis(None)
+
+
+def read_prepared_manifest(prepared: str | Path) -> pd.DataFrame | None:
+    """The manifest of a prepared folder, or None where it has none (an older cache)."""
+    path = manifest_path(prepared)
+    return read_manifest(path) if path.is_file() else None
+
+
+def ok_rows(manifest: pd.DataFrame | None, rows) -> np.ndarray:
+    """Whether each of ``rows`` decoded (status ``ok``); all True without a manifest."""
+    rows = pd.Series(np.asarray(rows))
+    if manifest is None:
+        return np.ones(len(rows), dtype=bool)
+    return rows.map(manifest["status"]).eq("ok").to_numpy()
+
+
+def cache_boxes(manifest: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The cache boxes by row, or None where the manifest has no box columns."""
+    if manifest is None or not set(CACHE_BOX_COLUMNS) <= set(manifest.columns):
+        return None
+    return manifest[CACHE_BOX_COLUMNS].astype(float)
