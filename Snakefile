@@ -6,14 +6,14 @@
 #   snakemake --report reports/report.html                 # the HTML report
 #   snakemake table1 | table2 | figure2 | figure3 | eq1_vs_eq2  # one piece of the paper alone
 #
-# Stages (one .smk each): datasets -> prepare -> train (Steps 0-2) -> ablations -> report.
+# Stages (one .smk each): datasets -> prepare -> train (Steps 0-2, the ablations' variants) -> probe -> report.
+# Every path, the run grid and the report's inputs come from halsal.plan (common.smk).
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/probe.smk"
-include: "workflow/rules/ablations.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -22,8 +22,8 @@ report: "reports/workflow.rst"
 
 rule all:
     input:
-        finetune_metrics(),
-        report_targets(),
+        plan.finetune_metrics(),
+        plan.report_targets(),
     default_target: True
 
 
@@ -33,29 +33,29 @@ rule all:
 
 rule table1:
     input:
-        table_metrics("alexnet"),
+        lambda wc: plan.table_metrics("alexnet"),
     localrule: True
 
 
 rule table2:
     input:
-        table_metrics("resnet152"),
+        lambda wc: plan.table_metrics("resnet152"),
     localrule: True
 
 
 rule figure2:
     input:
-        ablation_metrics("depth"),
+        plan.ablation_metrics("depth"),
     localrule: True
 
 
 rule figure3:
     input:
-        ablation_metrics("fusion"),
+        plan.ablation_metrics("fusion"),
     localrule: True
 
 
 rule eq1_vs_eq2:
     input:
-        ablation_metrics("modulation"),
+        plan.ablation_metrics("modulation"),
     localrule: True

@@ -5,9 +5,9 @@
     python bench/bench_step.py --profile approach_b     # where the time goes (torch.profiler)
     python bench/bench_step.py --loop                   # the training loop, before/after issue 11
 
-One training step = what ``halsal.train.loop.train_epoch`` does per batch: forward under the
-precision's autocast, cross-entropy, ``zero_grad``, backward, SGD step (momentum 0.9, weight
-decay 5e-3, as the paper). Contenders, all with ``--classes`` outputs:
+One training step = ``halsal.train.loop.train_epoch`` over one fixed batch (forward under the
+precision's autocast, cross-entropy, ``zero_grad``, backward, the optimizer of ``make_optimizer``:
+SGD, momentum 0.9, weight decay 5e-3, as the paper). Contenders, all with ``--classes`` outputs:
 
 - ``torchvision``: ``torchvision.models.alexnet``, every parameter trained (the reference);
 - ``baseline``: ``build_model(saliency="none")`` (Baseline-RGB: should be 1.0x);
@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from halsal.models import build_model  # noqa: E402
-from halsal.train.loop import autocast  # noqa: E402
+from halsal.train.loop import OptimConfig, autocast, make_optimizer, train_epoch  # noqa: E402
 
 MODELS = ("torchvision", "baseline", "approach_a", "approach_b")
 EXTRA = ("step1",)
@@ -72,8 +72,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class OneBatch:
+    """A stand-in for ``DeviceImages`` whose every epoch is one fixed batch: ``train_epoch`` over it
+    is one training step, without the crop/flip/normalise of the input pipeline."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y, self.device = x, y, x.device
+
+    def train_batches(self, batch_size: int, generator: torch.Generator):
+        yield self.x, self.y
+
+
 class Contender:
-    """A model, its optimizer and a fixed batch on ``device``; step times per precision."""
+    """A model, its optimizer (``make_optimizer``: SGD, the training defaults) and a fixed batch on
+    ``device``; step times per precision, a step being ``train_epoch`` over that one batch."""
 
     def __init__(self, name: str, args, device: torch.device):
         torch.manual_seed(0)
@@ -81,19 +93,18 @@ class Contender:
         self.model = make_model(name, args.classes).to(device).train()
         if args.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9, weight_decay=5e-3)
+        self.cfg = {p: OptimConfig(batch_size=args.batch, lr=1e-4, precision=p, channels_last=args.channels_last)
+                    for p in args.precisions.split(",") if p}
+        self.opt = make_optimizer(self.model, next(iter(self.cfg.values())))
         fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-        self.x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=fmt)
-        self.y = torch.randint(0, args.classes, (args.batch,), device=device)
+        x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=fmt)
+        self.batch = OneBatch(x, torch.randint(0, args.classes, (args.batch,), device=device))
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+        self.generator = torch.Generator()
         self.times: dict[str, list[float]] = {}
 
     def step(self, precision: str) -> None:
-        with autocast(self.device, precision):
-            loss = F.cross_entropy(self.model(self.x), self.y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        train_epoch(self.model, self.batch, self.opt, self.loss_fn, self.cfg[precision], self.generator)
 
     def timed(self, precision: str, steps: int) -> None:
         self.step(precision)  # warm-up (cuDNN autotuning, allocator, oneDNN primitive caches)

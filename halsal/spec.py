@@ -50,6 +50,7 @@ LINEAR_PROBE_LABEL = "Linear probe on frozen features (not in the paper)"
 # Tables 3-4 (qualitative): Approach B against Baseline-RGB. Figures 2-3 ablate Approach B.
 QUALITATIVE_PAIR = ("approach_b", BASELINE)
 ABLATION_METHOD = "approach_b"
+ABLATION_ARCHS: tuple[str, ...] = ("alexnet",)  # Figures 2-3 ablate AlexNet
 
 ARCHS: tuple[str, ...] = ("alexnet", "resnet152", "efficientnet_lite0")
 ARCH_LABELS = {"alexnet": "AlexNet", "resnet152": "ResNet-152", "efficientnet_lite0": "EfficientNet-Lite0"}

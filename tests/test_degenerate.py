@@ -37,8 +37,12 @@ def _index(tmp_path, root, name="own"):
     return out
 
 
+def _split_path(index_tsv, seed=0):
+    return index_tsv.parents[2] / "splits" / index_tsv.parent.name / f"seed{seed}.tsv"
+
+
 def _split(index_tsv, seed=0, max_k=1, too_few="drop_class", duplicates=None):
-    out = index_tsv.parents[2] / "splits" / index_tsv.parent.name / f"seed{seed}.tsv"
+    out = _split_path(index_tsv, seed)
     args = ["split", "--index", str(index_tsv), "--seed", str(seed), "--max-k", str(max_k), "--too-few", too_few,
             "--notes", str(out.with_suffix(".notes.txt")), "--out", str(out)]
     return halsal(args + (["--duplicates", duplicates] if duplicates else [])), out
@@ -164,9 +168,11 @@ def test_duplicates_follow_the_policy_and_never_span_two_roles(tmp_path, policy)
         assert f"duplicates: {policy}" in notes and "7 group(s)" in notes
 
     # The report's Data section lists every group, with its paths, classes and places.
+    splits = {str(seed): str(_split_path(index_tsv, seed)) for seed in range(4)}
+    inputs = {"own": {"index": str(index_tsv), "info": str(index_tsv.with_name("index.json")), "manifest": None,
+                      "splits": splits}}
     summary, items = write_data_section([{"name": "own", "kind": "folder", "duplicates": policy}],
-                                        tmp_path / "results", tmp_path / "data.html", tmp_path / "data.tsv",
-                                        seeds=range(4))
+                                        inputs, tmp_path / "data.html", tmp_path / "data.tsv")
     s = summary.iloc[0]
     assert (s.duplicate_groups, s.duplicate_files, s.label_conflicts) == (7, 14, 5)
     assert s.duplicate_groups_across_roles == 0 and s.duplicates_left_out == (12 if policy == "drop" else 0)

@@ -327,8 +327,12 @@ def test_cars196_without_source_explains_placement(tmp_path):
     with pytest.raises(HalsalError) as err:
         fetch_dataset("cars196", root, progress=False)
     msg = str(err.value)
-    for needle in ("cars_train.tgz", "065e5b463ae28d29e77c1b4b166cfe61", "car_devkit.tgz",
-                   "cars_test_annos_withlabels.mat", str(root / "downloads"), "--source"):
+    # every file of the shipped registry, with the checksum it will be verified against
+    files = load_checksums()["cars196"]["files"]
+    assert len(files) == 4
+    for fname, entry in files.items():
+        assert fname in msg and entry["md5"] in msg, fname
+    for needle in (str(root / "downloads"), "--source"):
         assert needle in msg
 
 
@@ -346,7 +350,8 @@ def test_cars196_from_extracted_classic_layout(tmp_path):
     root = tmp_path / "cars"
     # the shipped registry knows the real cars_test_annos_withlabels.mat: our fake is refused,
     # and the user's file is left where it was
-    with pytest.raises(HalsalError, match="expected b0a2b23655a3edd16d84508592a98d10, actual"):
+    expected = load_checksums()["cars196"]["files"]["cars_test_annos_withlabels.mat"]["md5"]
+    with pytest.raises(HalsalError, match=f"expected {expected}, actual"):
         fetch_dataset("cars196", root, source=src, progress=False)
     assert (src / "cars_test_annos_withlabels.mat").is_file()
     fetch_dataset("cars196", root, source=src, progress=False, checksums={"cars196": {}})

@@ -47,8 +47,11 @@ def test_data_section_lists_skipped_files_dropped_classes_and_ignored_files(tmp_
                           "rank": 0})
     _write(r / "splits/own/seed0.tsv", split.to_csv(sep="\t", index=False))
     _write(r / "splits/own/seed0.notes.txt", "class 'C' (label 2) has 1 images, but k=1 needs 11; class dropped\n")
+    inputs = {"own": {"index": str(r / "datasets/own/index.tsv"), "info": str(r / "datasets/own/index.json"),
+                      "manifest": str(r / "prepared/own/manifest.tsv"), "splits": {"0": str(r / "splits/own/seed0.tsv")},
+                      "notes": {"0": str(r / "splits/own/seed0.notes.txt")}}}
     summary, items = write_data_section([{"name": "own", "kind": "folder", "on_bad_image": "skip",
-                                          "too_few_images": "drop_class"}], r, tmp_path / "data.html",
+                                          "too_few_images": "drop_class"}], inputs, tmp_path / "data.html",
                                         tmp_path / "data.tsv", tmp_path / "summary.tsv")
     s = summary.iloc[0]
     assert (s.images_indexed, s.images_skipped, s.classes_dropped, s.images_used) == (25, 1, 1, 23)

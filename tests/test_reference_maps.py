@@ -66,3 +66,32 @@ def test_reference_rows_name_a_missing_maps_file(tmp_path):
     runs = pd.DataFrame([_run(tmp_path, 0, [0], [[0, 0, 4, 4]])])
     with pytest.raises(HalsalError, match="smic_maps rule for 'cub200'"):
         reference_rows(runs, {"cub200": tmp_path / "missing.npy"}, HEALTH_COLUMNS)
+
+
+def test_tables_cli_takes_the_maps_of_each_dataset_from_its_json(tmp_path):
+    """`halsal tables --reference-maps '{"<dataset>": path}'`: the dataset is the key, never the
+    file's folder (here named after nothing), and {} or no option gives no reference row."""
+    import json
+
+    from halsal.cli import main as halsal_main
+
+    maps = np.zeros((3, 12, 12), dtype=np.uint8)
+    maps[:, 2:6, 2:6] = 255
+    path = tmp_path / "anywhere" / "spectral-residual.npy"
+    path.parent.mkdir()
+    np.save(path, maps)
+    on, off = [0, 0, 4, 4], [4, 4, 8, 8]
+    runs = pd.DataFrame([_run(tmp_path, 0, [0, 2], [on, on]), _run(tmp_path, 1, [1, 2], [on, off]),
+                         _run(tmp_path, 1, [1, 2], [on, off], method="baseline")]).assign(test_acc=0.5, val_acc=0.5)
+    runs.to_csv(tmp_path / "runs.tsv", sep="\t", index=False)
+    args = ["tables", "--runs", str(tmp_path / "runs.tsv"), "--variant", "d4-stage2-eq2", "--archs", "efficientnet_lite0",
+            "--datasets", "cub200", "--methods", "baseline", "approach_b", "--ks", "1"]
+    assert halsal_main(args + ["--outdir", str(tmp_path / "t"), "--reference-maps", json.dumps({"cub200": str(path)})]) == 0
+    health = pd.read_csv(tmp_path / "t" / "saliency_health.tsv", sep="\t")
+    ref = health[health.label == REFERENCE_LABEL]
+    assert list(ref.dataset) == ["cub200"] and ref.test_object_ratio.iloc[0] == pytest.approx(3.0)
+    for extra, outdir in ((["--reference-maps", "{}"], "none"), ([], "left-out")):
+        assert halsal_main(args + ["--outdir", str(tmp_path / outdir)] + extra) == 0
+        assert REFERENCE_LABEL not in set(pd.read_csv(tmp_path / outdir / "saliency_health.tsv", sep="\t").label)
+    with pytest.raises(SystemExit):  # a list of paths, the old form, is refused
+        halsal_main(args + ["--outdir", str(tmp_path / "old"), "--reference-maps", str(path)])

@@ -4,6 +4,7 @@ health and the dead-map warning, the SMIC label, plots and qualitative grids."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -149,10 +150,39 @@ def test_cli_end_to_end_plots_and_grids(results, tmp_path, monkeypatch):
     for name in ("accuracy/alexnet/synth_fine/accuracy.png", "accuracy/alexnet/synth_fine/improvement.png",
                  "figure2_depth.png", "figure3_fusion.png", "learning_curves.png"):
         _png_ok(out / "plots" / name, 20_000)  # real plots, not the small "not run" panels
+    inputs = {"synth_fine": {"images": str(results / "prepared/synth_fine/images.npy"),
+                             "index": str(results / "datasets/synth_fine/index.tsv")}}
     assert halsal_main(["qualitative", "--runs", str(runs_tsv), "--outdir", str(out / "qual"), "--variant", VARIANT,
-                        "--results-root", str(results), "--datasets", "synth_fine"]) == 0
+                        "--inputs", json.dumps(inputs), "--datasets", "synth_fine"]) == 0
     for name in ("success", "failure", "saliency"):
         _png_ok(out / "qual" / "synth_fine" / f"{name}.png", 50_000)
+
+
+def test_qualitative_reads_the_given_files_not_the_results_layout(results, runs, tmp_path, monkeypatch, capsys):
+    """--inputs names each dataset's images.npy and index.tsv; no results/prepared/... path is
+    built: files moved out of the results/ layout give the same figures."""
+    import shutil
+
+    from halsal.report.qualitative import load_dataset
+
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    monkeypatch.chdir(tmp_path)  # no results/ here
+    images, index = tmp_path / "cache" / "fine-images.npy", tmp_path / "lists" / "fine.tsv"
+    for src, dst in ((results / "prepared/synth_fine/images.npy", images), (results / "datasets/synth_fine/index.tsv", index)):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+    got_images, got_index = load_dataset(images, index, "synth_fine")
+    assert len(got_images) == len(got_index) > 0
+    runs_tsv = tmp_path / "runs.tsv"
+    runs.to_csv(runs_tsv, sep="\t", index=False)
+    args = ["qualitative", "--runs", str(runs_tsv), "--outdir", str(tmp_path / "q"), "--variant", VARIANT,
+            "--datasets", "synth_fine", "--inputs"]
+    assert halsal_main(args + [json.dumps({"synth_fine": {"images": str(images), "index": str(index)}})]) == 0
+    for name in ("success", "failure", "saliency"):
+        _png_ok(tmp_path / "q" / "synth_fine" / f"{name}.png", 50_000)
+    capsys.readouterr()
+    assert halsal_main(args + ["{}"]) == 2  # cases to show, no files given for the dataset: an error naming it
+    assert "no images and index file given for dataset 'synth_fine'" in capsys.readouterr().err
 
 
 def test_absent_run_sets_give_not_run_panels(tmp_path, monkeypatch, build_tree, metrics_paths):
@@ -164,7 +194,7 @@ def test_absent_run_sets_give_not_run_panels(tmp_path, monkeypatch, build_tree, 
     runs = collect_runs(metrics_paths(results))
     assert ablation_plot(runs, VARIANT, "depth", tmp_path / "f2.png") is False  # default variant only
     _png_ok(tmp_path / "f2.png", 2_000)
-    assert case_grid(runs, "alexnet", "synth_fine", VARIANT, "success", results, tmp_path / "s.png") == 0
+    assert case_grid(runs, "alexnet", "synth_fine", VARIANT, "success", None, tmp_path / "s.png") == 0  # reads no file
     _png_ok(tmp_path / "s.png", 2_000)
 
 
@@ -312,11 +342,12 @@ def test_smic_with_spectral_residual_maps_is_named_and_not_compared(tmp_path, bu
     assert base["k=1 diff"] not in ("", "n/c")  # flowers102 is the paper's dataset: compared
     html = (tmp_path / "sr" / "table_alexnet.html").read_text()
     assert SMIC_SPECTRAL_LABEL in html and "SMIC*" not in html.split("<table")[1].split("</table>")[0]
-    # Maps from a user's folder: the paper's SMIC, compared.
+    # Maps from a user's folder: the paper's SMIC, compared, even where the folder's path holds
+    # the words of the spectral-residual label (the source is read from the label's form, not its words).
     for p in metrics_paths(results):
         m = json.loads(p.read_text())
         if m["method"] == "smic":
-            m["saliency_maps"] = "precomputed maps from /data/smic_maps"
+            m["saliency_maps"] = "precomputed maps from /data/spectral residual (Hou & Zhang 2007) maps"
             p.write_text(json.dumps(m))
     out = write_tables(collect_runs(metrics_paths(results)).assign(num_classes=102), tmp_path / "folder", VARIANT, **full)
     smic = out["alexnet"][(out["alexnet"].method == "smic") & (out["alexnet"].k == "1")].iloc[0]

@@ -10,7 +10,7 @@ from torchvision.models import alexnet as tv_alexnet
 from torchvision.models import resnet152 as tv_resnet152
 
 from halsal.errors import HalsalError
-from halsal.models import FUSION_POINTS, build_model, check_variant, frozen_bn_eval
+from halsal.models import HalSalResNet, build_model, check_variant, frozen_bn_eval
 from halsal.models.resnet import DEFAULT_FUSION, UNITS
 from halsal.models.weights import WEIGHT_ENUMS, backbone_state_dict, imagenet_state_dict, load_backbone
 from halsal.train.steps import backbone
@@ -73,13 +73,13 @@ def test_eq3_gradient_at_the_fusion_point(fusion):
 def test_fusion_points_and_map_sizes():
     # 64 px input: stem 16x16, layer1 16x16, layer2 8x8, layer3 4x4, layer4 2x2.
     assert UNITS[0] == "stem" and UNITS[4] == "layer2.0" and len(UNITS) == 1 + 50
-    assert FUSION_POINTS["resnet152"]["layer1"] == FUSION_POINTS["resnet152"]["layer1.2"]
+    assert HalSalResNet.FUSION_POINTS["layer1"] == HalSalResNet.FUSION_POINTS["layer1.2"]
     model = build_model("resnet152", 3, fusion="stem").eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         for fusion, (ch, hw) in {"stem": (64, 16), "layer1": (256, 16), "layer2.0": (512, 8), "layer3": (1024, 4),
                                  "layer4": (2048, 2), "layer3.7": (1024, 4)}.items():
-            model.fusion, model.split = fusion, FUSION_POINTS["resnet152"][fusion] + 1
+            model.fusion, model.split = fusion, HalSalResNet.FUSION_POINTS[fusion] + 1
             l = model.rgb_branch(x)
             logits, s = model(x, return_saliency=True)
             assert l.shape[1:] == (ch, hw, hw) and s.shape[-2:] == (hw, hw), fusion

@@ -34,22 +34,27 @@ def report(tmp_path_factory, fake_results):
     write_tables(runs, rep, VARIANT, configured_archs=["alexnet"], datasets=["synth_fine"],
                  methods=["baseline", "scratch_sal", "approach_a", "approach_b"], ks=KS, synthetic_datasets=["synth_fine"])
     fake_results.write_models(results)
-    bench = root / "benchmarks"
-    for rel, s in {"backbone/alexnet.tsv": 100.0, "finetune/alexnet/synth_fine/baseline/d4-pool2-eq2.tsv": 10.0,
-                   "finetune/alexnet/synth_fine/approach_b/d4-pool2-eq2.tsv": 20.0,
-                   "finetune/alexnet/other/approach_b/d4-pool2-eq2.tsv": 30.0}.items():
+    # Benchmark files in no benchmarks/<stage>/... layout: the labels come with them, not from their paths.
+    bench = root / "timings"
+    for rel, s in {"step0.tsv": 100.0, "ft/1.tsv": 10.0, "ft/2.tsv": 20.0, "ft/3.tsv": 30.0}.items():
         (bench / rel).parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"s": [s], "h:m:s": ["0:00:00"], "cpu_time": [s / 2]}).to_csv(bench / rel, sep="\t", index=False)
+    (bench / "empty.tsv").write_text("")
+    benchmarks = {"datasets": [str(bench / "absent.tsv")],  # not run: no row
+                  "backbone": [str(bench / "step0.tsv")],
+                  "finetune: baseline": [str(bench / "ft/1.tsv"), str(bench / "empty.tsv")],
+                  "finetune: approach_b": [str(bench / "ft/2.tsv")],  # ft/3.tsv (not given) is not counted
+                  "report": [str(bench / "empty.tsv")]}
     for rel in ("plots/accuracy/alexnet/synth_fine/improvement.png", "qualitative/synth_fine/saliency.png"):
         (rep / rel).parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (1520, 600), "white").save(rep / rel)
-    return {"rep": rep, "bench": bench, "models": results / "models" / "alexnet", "runs_tsv": runs_tsv}
+    return {"rep": rep, "bench": benchmarks, "bench_dir": bench, "models": results / "models" / "alexnet", "runs_tsv": runs_tsv}
 
 
 @pytest.fixture(scope="module")
 def rendered(report):
     out = report["rep"] / "results.md"
-    text = results_md.render(report["rep"], "alexnet", out, bench_dir=report["bench"],
+    text = results_md.render(report["rep"], "alexnet", out, benchmarks=report["bench"],
                              backbone_jsons=[report["models"] / "backbone.json"],
                              saliency_jsons=[report["models"] / f"saliency_{VARIANT}.json"],
                              source="tiny_imagenet", datasets=["synth_fine"], title="Fixture",
@@ -116,8 +121,9 @@ def test_steps_and_wall_time(rendered):
     s1 = _one(steps, step="Step 1 (alexnet, d4-pool2-eq2)")
     assert "0.040 -> 0.200" in s1.what and "all-zero maps 12.5%" in s1.what and s1["val acc"] == "26.0%"
     w = _table(rendered, "6.").set_index("stage")
-    # in workflow order; the file of dataset "other" (another configuration's) is not counted
-    assert list(w.index) == ["backbone", "finetune: approach_b", "finetune: baseline", "all jobs"]
+    # the labels given, in their order; one without a file that holds a row is left out
+    assert list(w.index) == ["backbone", "finetune: baseline", "finetune: approach_b", "all jobs"]
+    assert list(w.loc["finetune: baseline"]) == ["1", "10", "10", "5"]
     assert list(w.loc["finetune: approach_b"]) == ["1", "20", "20", "10"]
     assert list(w.loc["backbone"]) == ["1", "100", "100", "50"]
     assert list(w.loc["all jobs"]) == ["3", "130", "100", "65"]
@@ -163,7 +169,17 @@ def test_publish_refuses_a_page_without_markers_or_results(report, tmp_path):
 def test_results_md_cli(report, tmp_path):
     out = tmp_path / "r.md"
     assert halsal_main(["results-md", "--report-dir", str(report["rep"]), "--out", str(out), "--benchmarks",
-                        str(report["bench"]), "--backbone", str(report["models"] / "backbone.json"),
+                        json.dumps(report["bench"]), "--backbone", str(report["models"] / "backbone.json"),
                         "--source", "src", "--datasets", "synth_fine"]) == 0
-    assert "backbone from scratch on src" in out.read_text()
+    text = out.read_text()
+    assert "backbone from scratch on src" in text
+    w = _table(text, "6.").set_index("stage")
+    assert list(w.index) == ["backbone", "finetune: baseline", "finetune: approach_b", "all jobs"]
+    assert list(w.loc["all jobs"]) == ["3", "130", "100", "65"]
+    assert f"and `{report['bench_dir']}/` on" in text  # the folder of the files given
+    with pytest.raises(SystemExit):  # a folder, the old form, is refused: the files are given, not searched for
+        halsal_main(["results-md", "--report-dir", str(report["rep"]), "--out", str(out), "--benchmarks",
+                     str(report["bench_dir"])])
+    assert halsal_main(["results-md", "--report-dir", str(report["rep"]), "--out", str(out), "--benchmarks",
+                        json.dumps({"backbone": str(report["bench_dir"] / "step0.tsv")})]) == 2  # not a list
     assert json.loads((report["models"] / "backbone.json").read_text())["num_classes"] == 200

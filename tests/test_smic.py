@@ -14,10 +14,12 @@ from halsal.data.splits import make_split
 from halsal.data.synthetic import generate
 from halsal.errors import HalsalError
 from halsal.io import write_tsv
-from halsal.data.smic_maps import folder_maps, image_root, smic_maps, spectral_residual, spectral_residual_maps
+from halsal.data.smic_maps import (SPECTRAL_RESIDUAL_LABEL, folder_maps, image_root, read_maps_info, smic_maps,
+                                   source_of_label, spectral_residual, spectral_residual_maps)
+from halsal.report.paper import smic_maps_kind
 from halsal.train.inputs import DeviceImagesWithMaps
 from halsal.train.loop import OptimConfig
-from halsal.train.steps import backbone, finetune
+from halsal.train.steps import _maps_source, backbone, finetune
 from tests.conftest import assert_test_acc_is_predictions
 
 
@@ -81,6 +83,44 @@ def test_a_missing_map_is_an_error_naming_the_image(tmp_path):
         folder_maps(index, tmp_path / "nowhere", size=20)
 
 
+def test_maps_json_says_its_source_as_a_value_not_as_prose(tmp_path):
+    # A folder whose path holds the words of the spectral-residual label is still a folder source.
+    folder = tmp_path / "spectral residual (Hou & Zhang 2007), computed from the prepared images"
+    index = _images_with_maps(tmp_path / "data", folder)
+    write_tsv(tmp_path / "index.tsv", index)
+    prepare(tmp_path / "index.tsv", tmp_path / "prepared", resize=20, backend="pil", progress=False)
+    info = smic_maps(tmp_path / "index.tsv", tmp_path / "prepared", tmp_path / "maps.npy", source="folder", folder=folder)
+    written = json.loads((tmp_path / "maps.json").read_text())
+    assert written == info and written["n"] == 4 and written["size"] == 20
+    assert written["source"] == "folder" and written["folder"] == str(folder)
+    assert written["label"] == f"precomputed maps from {folder}"  # the text metrics.json and the report show
+    assert read_maps_info(tmp_path / "maps.npy") == written
+    label = _maps_source(tmp_path / "maps.npy")  # metrics.json saliency_maps
+    assert label == written["label"] and source_of_label(label) == "folder"
+    runs = pd.DataFrame({"method": ["smic", "baseline"], "saliency_maps": [label, None]})
+    assert smic_maps_kind(runs) == "folder"  # the paper's SMIC, compared
+    assert smic_maps_kind(runs.assign(saliency_maps=[SPECTRAL_RESIDUAL_LABEL, None])) == "spectral_residual"
+    # Text that is neither label names no source, whatever words it holds.
+    assert source_of_label("maps made with spectral residual") is None and source_of_label(None) is None
+
+
+def test_a_maps_json_from_before_the_structured_source_is_still_read(tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"source": SPECTRAL_RESIDUAL_LABEL, "n": 3, "size": 8, "mean": 0.1}))
+    info = read_maps_info(old)
+    assert (info["source"], info["folder"], info["label"], info["n"]) == ("spectral_residual", None, SPECTRAL_RESIDUAL_LABEL, 3)
+    old.write_text(json.dumps({"source": "precomputed maps from /data/spectral residual maps", "n": 3}))
+    info = read_maps_info(old)
+    assert (info["source"], info["folder"]) == ("folder", "/data/spectral residual maps")
+    assert info["label"] == "precomputed maps from /data/spectral residual maps"
+    old.write_text(json.dumps({"source": "something else", "n": 3}))
+    with pytest.raises(HalsalError, match="does not say where its maps came from"):
+        read_maps_info(old)
+    with pytest.raises(HalsalError, match="re-run the smic_maps rule"):
+        read_maps_info(tmp_path / "missing.npy")
+    assert _maps_source(tmp_path / "missing.npy") == str(tmp_path / "missing.npy")
+
+
 def test_maps_are_cropped_and_flipped_with_their_images():
     n, size = 6, 24
     xs = np.tile(np.arange(size, dtype=np.uint8) * 10, (n, size, 1))  # value = 10 * column
@@ -113,14 +153,15 @@ def tiny(tmp_path_factory):
 
 def test_smic_method_end_to_end(tiny, tmp_path):
     info = smic_maps(tiny / "fine" / "index.tsv", tiny / "fine" / "prepared", tmp_path / "maps.npy")
-    assert info["n"] == 33 and info["size"] == 72 and "spectral residual" in info["source"]
+    assert info["n"] == 33 and info["size"] == 72 and info["source"] == "spectral_residual" and info["folder"] is None
+    assert info["label"] == "spectral residual (Hou & Zhang 2007), computed from the prepared images"
     maps = np.load(tmp_path / "maps.npy")
     assert maps.shape == (33, 72, 72) and maps.dtype == np.uint8
     kw = dict(arch="alexnet", variant="d4-pool2-eq2", k=1, seed=0, dataset="fine", prepared=tiny / "fine" / "prepared",
               split_tsv=tiny / "fine" / "seed0.tsv", backbone_pt=tiny / "backbone.pt",
               cfg=OptimConfig(epochs=1, lr=0.01, batch_size=4), input_size=64)
     m = finetune(method="smic", maps=tmp_path / "maps.npy", out_dir=tmp_path / "run", **kw)
-    assert m["method"] == "smic" and "spectral residual" in m["saliency_maps"]
+    assert m["method"] == "smic" and m["saliency_maps"] == info["label"]  # metrics.json: the label, as before
     assert_test_acc_is_predictions(tmp_path / "run", m)
     sal = np.load(tmp_path / "run" / "saliency.npz")
     # The explicit map at the fusion point (7x7 for 64 px), unchanged by training.

@@ -310,3 +310,17 @@ def read_index(path: str | Path) -> pd.DataFrame:
         if c in frame:
             frame[c] = pd.to_numeric(frame[c].replace("", np.nan), errors="coerce")
     return frame
+
+
+def capped_info(info: dict, index: pd.DataFrame, per_class: int, seed: int) -> dict:
+    """A folder's ``index.json`` counts after the per-class cap (``index`` is the capped index):
+    the images kept, per class and with boxes, and the duplicate groups among them."""
+    counts = index["label"].value_counts()
+    info = {**info, "images": len(index),
+            "per_class_cap": {"per_class": per_class, "seed": seed, "images_before": info["images"]}}
+    if "images_with_boxes" in info:
+        info["images_with_boxes"] = int(index.reindex(columns=BOX_COLUMNS).notna().all(axis=1).sum())
+    info["per_class"] = [{**entry, "images_before_cap": entry["images"], "images": int(counts.get(entry["label"], 0))}
+                         for entry in info["per_class"]]
+    info["duplicates"] = duplicates_info(duplicate_groups(index, root=info["root"]))
+    return info

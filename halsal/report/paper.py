@@ -15,6 +15,7 @@ import importlib.resources
 import pandas as pd
 
 from halsal import spec
+from halsal.data.smic_maps import source_of_label
 
 # Method ids (paths, config) -> the paper's row names, in the paper's row order (halsal.spec).
 METHOD_LABELS = {name: m.label for name, m in spec.METHODS.items()}
@@ -35,16 +36,17 @@ _PAPER_METHOD = {m.label.rstrip("*"): name for name, m in spec.METHODS.items()}
 
 
 def smic_maps_kind(runs: pd.DataFrame) -> str | None:
-    """Where the SMIC runs' maps come from (metrics.json ``saliency_maps``, the runs table's
-    ``saliency_maps`` column): "spectral_residual", "folder" ("precomputed maps from ..."), or
-    None when no SMIC run says. Spectral residual in any run wins: those runs are not the paper's SMIC."""
+    """Where the SMIC runs' maps come from: "spectral_residual", "folder", or None when no SMIC
+    run says. metrics.json ``saliency_maps`` (the runs table's column) holds the label of the
+    maps' source (maps.json ``label``), read back as the exact inverse of the writer
+    (:func:`halsal.data.smic_maps.source_of_label`), never by the words in it. Spectral residual
+    in any run wins: those runs are not the paper's SMIC."""
     if not len(runs) or "saliency_maps" not in runs:
         return None
-    text = [str(t).lower() for t in runs[runs.method == "smic"].saliency_maps.dropna()]
-    if any("spectral residual" in t for t in text):
-        return "spectral_residual"
-    if any(t.startswith("precomputed maps from") for t in text):
-        return "folder"
+    kinds = {source_of_label(t) for t in runs[runs.method == "smic"].saliency_maps.dropna()}
+    for kind in ("spectral_residual", "folder"):
+        if kind in kinds:
+            return kind
     return None
 
 

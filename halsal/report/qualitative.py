@@ -5,8 +5,9 @@ the reverse. Each row shows the test image, Approach B's hallucinated saliency m
 ``after`` map: weights of the selected epoch) as an overlay, the true class, both
 predictions, and an example image of the wrongly predicted class (as in the paper). Cases
 are pooled over every k and seed of the first architecture, smallest k first, one row per
-test image. Images come from ``results/prepared/{dataset}/images.npy`` (index.tsv order)
-and class names from ``results/datasets/{dataset}/index.tsv``.
+test image. Images come from each dataset's prepared ``images.npy`` (index.tsv order) and
+class names from its ``index.tsv``, both given per dataset (``inputs``: {dataset: {"images":
+path, "index": path}}, the workflow's declared inputs; no path is built here).
 
 Every overlaid map is min-max normalised for display, so each one is labelled with its own
 ``mean`` and ``object_ratio`` (:func:`map_summary`, the per-image form of the run statistics
@@ -35,9 +36,9 @@ from halsal.report.plots import placeholder, plt, save, set_style, title_for
 GOOD, BAD = spec.QUALITATIVE_PAIR
 
 
-def load_dataset(results_root, dataset: str) -> tuple[np.ndarray, pd.DataFrame]:
-    root = Path(results_root)
-    npy, tsv = root / "prepared" / dataset / "images.npy", root / "datasets" / dataset / "index.tsv"
+def load_dataset(images_npy, index_tsv, dataset: str = "") -> tuple[np.ndarray, pd.DataFrame]:
+    """A dataset's prepared images (``images.npy``, memory-mapped) and its ``index.tsv``."""
+    npy, tsv = Path(images_npy), Path(index_tsv)
     for p in (npy, tsv):
         if not p.exists():
             raise HalsalError(f"{p} does not exist: run the prepare/dataset rules for {dataset!r} first")
@@ -46,6 +47,15 @@ def load_dataset(results_root, dataset: str) -> tuple[np.ndarray, pd.DataFrame]:
     if len(index) != len(images):
         raise HalsalError(f"{npy} has {len(images)} images but {tsv} lists {len(index)}: re-run prepare for {dataset!r}")
     return images, index
+
+
+def _load(data: dict | None, dataset: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """:func:`load_dataset` of one dataset's ``inputs`` entry ({"images": path, "index": path})."""
+    missing = [key for key in ("images", "index") if not (data or {}).get(key)]
+    if missing:
+        raise HalsalError(f"no {' and '.join(missing)} file given for dataset {dataset!r} "
+                          f"(--inputs '{{\"{dataset}\": {{\"images\": ..., \"index\": ...}}}}')")
+    return load_dataset(data["images"], data["index"], dataset)
 
 
 def _predictions(run_dir) -> pd.DataFrame | None:
@@ -172,9 +182,11 @@ def _example_row(index: pd.DataFrame, label: int, avoid: set) -> int | None:
     return int(rows[0]) if rows else None
 
 
-def case_grid(runs: pd.DataFrame, arch: str, dataset: str, variant: str, kind: str, results_root, path,
+def case_grid(runs: pd.DataFrame, arch: str, dataset: str, variant: str, kind: str, data: dict | None, path,
               max_rows: int = 6) -> int:
-    """Write the Table 3 (``success``) or Table 4 (``failure``) grid; returns the number of rows shown."""
+    """Write the Table 3 (``success``) or Table 4 (``failure``) grid; returns the number of rows shown.
+    ``data``: the dataset's files, {"images": images.npy, "index": index.tsv} (read only when a case
+    is shown)."""
     sel = runs[(runs.arch == arch) & (runs.dataset == dataset)]
     synthetic = any_synthetic(sel)
     what = {"success": f"{METHOD_LABELS[GOOD]} right, {METHOD_LABELS[BAD]} wrong (as the paper's Table 3)",
@@ -189,7 +201,7 @@ def case_grid(runs: pd.DataFrame, arch: str, dataset: str, variant: str, kind: s
     if not len(cases):
         placeholder(path, title, "no such test image in these runs", synthetic)
         return 0
-    images, index = load_dataset(results_root, dataset)
+    images, index = _load(data, dataset)
     cases = cases.head(max_rows)
     set_style()
     fig, axes = plt.subplots(len(cases), 4, figsize=(11, 2.7 * len(cases)), squeeze=False,
@@ -229,9 +241,10 @@ def case_grid(runs: pd.DataFrame, arch: str, dataset: str, variant: str, kind: s
     return len(cases)
 
 
-def saliency_gallery(runs: pd.DataFrame, arch: str, dataset: str, variant: str, results_root, path,
+def saliency_gallery(runs: pd.DataFrame, arch: str, dataset: str, variant: str, data: dict | None, path,
                      method: str = GOOD, n: int = 6) -> int:
-    """Test images with the hallucinated map before and after fine-tuning (one run: largest k, first seed)."""
+    """Test images with the hallucinated map before and after fine-tuning (one run: largest k, first seed).
+    ``data``: as :func:`case_grid`'s."""
     sel = runs[(runs.arch == arch) & (runs.dataset == dataset) & (runs.variant == variant_of(variant, arch))
                & (runs.method == method)]
     title = f"{dataset}: {METHOD_LABELS[method]} saliency maps before / after fine-tuning"
@@ -244,7 +257,7 @@ def saliency_gallery(runs: pd.DataFrame, arch: str, dataset: str, variant: str, 
     before, after = _saliency(run.run_dir, "before"), _saliency(run.run_dir, "after")
     boxes = _boxes(run.run_dir)
     rows = sorted(after)[:n]
-    images, index = load_dataset(results_root, dataset)
+    images, index = _load(data, dataset)
     size = int(run.input_size) if run.input_size == run.input_size else 0
     set_style()
     fig, axes = plt.subplots(3, len(rows), figsize=(2.2 * len(rows), 6.8), squeeze=False)
@@ -267,19 +280,21 @@ def saliency_gallery(runs: pd.DataFrame, arch: str, dataset: str, variant: str, 
     return len(rows)
 
 
-def write_qualitative(runs: pd.DataFrame, outdir, variant: str, results_root, datasets=(), arch=None) -> list[Path]:
-    """{dataset}/{success,failure,saliency}.png for every dataset (placeholders where nothing applies)."""
+def write_qualitative(runs: pd.DataFrame, outdir, variant: str, inputs: dict, datasets=(), arch=None) -> list[Path]:
+    """{dataset}/{success,failure,saliency}.png for every dataset (placeholders where nothing applies).
+    ``inputs``: {dataset: {"images": images.npy, "index": index.tsv}}, each dataset's files."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     datasets = list(dict.fromkeys([*datasets, *(sorted(set(runs.dataset)) if len(runs) else [])]))
     arch = arch or (sorted(set(runs.arch))[0] if len(runs) else "alexnet")
     written = []
     for ds in datasets:
+        data = (inputs or {}).get(ds)
         for kind in ("success", "failure"):
             p = outdir / ds / f"{kind}.png"
-            case_grid(runs, arch, ds, variant, kind, results_root, p)
+            case_grid(runs, arch, ds, variant, kind, data, p)
             written.append(p)
         p = outdir / ds / "saliency.png"
-        saliency_gallery(runs, arch, ds, variant, results_root, p)
+        saliency_gallery(runs, arch, ds, variant, data, p)
         written.append(p)
     return written

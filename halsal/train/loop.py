@@ -32,31 +32,38 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from halsal import settings
 from halsal.errors import HalsalError
 from halsal.io import torch_load, torch_save
 from halsal.train.device_cache import DeviceImages
 from halsal.train.health import box_weights, saliency_stats
 
 
+_DEFAULTS = settings.optim_defaults()
+
+
 @dataclass
 class OptimConfig:
-    epochs: int = 70
-    lr: float = 1e-4
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-3
-    batch_size: int = 32
+    """A training step's optimiser and run settings; every default is the config schema's
+    (:func:`halsal.settings.optim_defaults`), so the CLI, the workflow and this class agree."""
+
+    epochs: int = _DEFAULTS["epochs"]
+    lr: float = _DEFAULTS["lr"]
+    optimizer: str = _DEFAULTS["optimizer"]
+    momentum: float = _DEFAULTS["momentum"]
+    weight_decay: float = _DEFAULTS["weight_decay"]
+    batch_size: int = _DEFAULTS["batch_size"]
     # Seconds between resumable checkpoints (0: after every epoch). A checkpoint of AlexNet
     # with its optimizer state is ~0.7 GB, so writing one every epoch of a short run costs
     # more than the epoch; resuming from an older checkpoint gives the same result.
-    checkpoint_seconds: float = 0.0
+    checkpoint_seconds: float = _DEFAULTS["checkpoint_seconds"]
     # Learning rate of the saliency branch (None: ``lr``). Not in the paper: a lever against the
     # dead-ReLU collapse of the map (docs/decisions.md, "Saliency health").
-    saliency_lr: float | None = None
+    saliency_lr: float | None = _DEFAULTS["saliency_lr"]
     # Not in the paper, speed only: autocast precision of the training forward pass ('fp32' or
     # 'bf16'; no loss scaling is needed for bf16) and NHWC memory format for weights and batches.
-    precision: str = "fp32"
-    channels_last: bool = False
+    precision: str = _DEFAULTS["precision"]
+    channels_last: bool = _DEFAULTS["channels_last"]
 
     @classmethod
     def from_dict(cls, d: dict) -> "OptimConfig":

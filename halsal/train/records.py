@@ -5,6 +5,9 @@ Each run leaves ``complete.json`` beside its outputs, written after them and bef
 halsal's training code), the sha256 of every output file, and the metrics. A job that runs
 again (after a kill, or because Snakemake deleted the outputs of a failed job) restores
 ``metrics.json`` from every record that still matches instead of training the run again.
+The run's files are Snakemake outputs of the job (the report rules read them), so Snakemake
+deletes them when the job fails. The record therefore keeps a hard link to each (``.kept/``,
+not an output), from which :func:`restore` puts a deleted file back when its sha256 still matches.
 Nothing here knows the paper's steps: :mod:`halsal.train.steps` builds the fingerprint's key.
 """
 
@@ -20,6 +23,7 @@ from halsal.io import write_json
 
 RECORD = "complete.json"  # the completion record of a run: fingerprint, file hashes, metrics
 RUN_FILES = ("saliency.npz", "predictions.tsv", "history.tsv")  # written before the record
+KEPT = ".kept"  # hard links to a finished run's files, which a failed job's clean-up does not remove
 
 
 def stamp(path) -> list | None:
@@ -51,8 +55,37 @@ def fingerprint(key: dict) -> str:
 def write_record(out_dir, fingerprint_: str, metrics: dict, files=RUN_FILES) -> None:
     """The run's record, after its ``files`` and before its metrics.json."""
     out_dir = Path(out_dir)
+    kept = out_dir / KEPT
+    kept.mkdir(exist_ok=True)
+    for name in files:
+        _link(out_dir / name, kept / name)
     write_json(out_dir / RECORD, {"fingerprint": fingerprint_,
                                   "files": {name: file_sha256(out_dir / name) for name in files}, "metrics": metrics})
+
+
+def _link(src: Path, dst: Path) -> None:
+    """``dst`` becomes a hard link to ``src`` (a copy where the file system has none)."""
+    import shutil
+
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        tmp.hardlink_to(src)
+    except OSError:
+        shutil.copy2(src, tmp)
+    tmp.replace(dst)
+
+
+def _present(out_dir: Path, name: str, digest: str) -> bool:
+    """Whether the run's file ``name`` has ``digest``, put back from its kept link if it was deleted."""
+    path = out_dir / name
+    if path.is_file() and file_sha256(path) == digest:
+        return True
+    kept = out_dir / KEPT / name
+    if kept.is_file() and file_sha256(kept) == digest:
+        _link(kept, path)
+        return True
+    return False
 
 
 def restore(out_dir, fingerprint_: str) -> dict | None:
@@ -63,7 +96,7 @@ def restore(out_dir, fingerprint_: str) -> dict | None:
         record = json.loads((out_dir / RECORD).read_text())
         if record["fingerprint"] != fingerprint_:
             return None
-        if any(file_sha256(out_dir / name) != digest for name, digest in record["files"].items()):
+        if not all(_present(out_dir, name, digest) for name, digest in record["files"].items()):
             return None
         metrics = record["metrics"]
     except (OSError, ValueError, KeyError, TypeError):

@@ -28,7 +28,7 @@ import torch
 
 from halsal import spec
 from halsal.data.manifest import manifest_path
-from halsal.data.smic_maps import load_maps
+from halsal.data.smic_maps import load_maps, read_maps_info
 from halsal.errors import HalsalError
 from halsal.gpu import run_record
 from halsal.io import save_npz, torch_load, torch_save, write_json, write_tsv
@@ -115,11 +115,12 @@ def _check_finite(result, step: str, lr_key: str) -> None:
 
 
 def _maps_source(maps) -> str:
-    """What made the SMIC maps (from the smic-maps JSON beside them), for metrics.json."""
-    info = Path(maps).with_suffix(".json")
+    """What made the SMIC maps, for metrics.json ``saliency_maps``: the human label of the
+    smic-maps JSON beside them (its structured ``source`` stays there); the maps' path when there
+    is no readable JSON."""
     try:
-        return json.loads(info.read_text())["source"]
-    except (OSError, ValueError, KeyError):
+        return read_maps_info(maps)["label"]
+    except HalsalError:
         return str(maps)
 
 

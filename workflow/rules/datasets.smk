@@ -1,19 +1,19 @@
-# Stage 1: datasets -> results/datasets/{dataset}/index.tsv
+# Stage 1: datasets -> tree.index(dataset) (results/datasets/{dataset}/index.tsv)
 
 
 rule generate_synthetic:
     output:
-        index="results/datasets/{dataset}/index.tsv",
+        index=tree.index("{dataset}"),
     params:
-        root=lambda wc, output: os.path.dirname(output.index),
-        spec=lambda wc: dataset_spec(wc.dataset),
+        root=lambda wc: tree.dataset_dir(wc.dataset),  # images/<class>/<file> beside the index
+        entry=lambda wc: plan.dataset_spec(wc.dataset),
         per_class=lambda wc: per_class_args(wc.dataset),
     wildcard_constraints:
-        dataset=kinds("synthetic"),
+        dataset=one_of(plan.names_of_kind(settings.SYNTHETIC)),
     log:
-        f"{LOGS}/datasets/{{dataset}}.log",
+        tree.log("datasets", "{dataset}"),
     benchmark:
-        f"{BENCH}/datasets/{{dataset}}.tsv"
+        tree.bench("datasets", "{dataset}")
     conda:
         "../../envs/data.yaml"
     threads: 1
@@ -24,9 +24,9 @@ rule generate_synthetic:
         "Generating the SYNTHETIC dataset {wildcards.dataset}"
     shell:
         "python -m halsal generate --root {params.root} --out {output.index} "
-        "--task {params.spec[task]} --classes {params.spec[classes]} "
-        "--images-per-class {params.spec[images_per_class]} --image-size {params.spec[image_size]} "
-        "--seed {params.spec[seed]} {params.per_class} > {log} 2>&1"
+        "--task {params.entry[task]} --classes {params.entry[classes]} "
+        "--images-per-class {params.entry[images_per_class]} --image-size {params.entry[image_size]} "
+        "--seed {params.entry[seed]} {params.per_class} > {log} 2>&1"
 
 
 # The index follows the folder: `listing` (names, sizes and mtimes of every file under it) is a
@@ -34,18 +34,18 @@ rule generate_synthetic:
 # replaced, and re-runs everything downstream of the index.
 rule index_folder:
     output:
-        index="results/datasets/{dataset}/index.tsv",
-        info="results/datasets/{dataset}/index.json",
+        index=tree.index("{dataset}"),
+        info=tree.index_info("{dataset}"),
     params:
-        root=lambda wc: dataset_root(wc.dataset),
-        listing=lambda wc: folder_listing(dataset_root(wc.dataset)),
+        root=lambda wc: plan.dataset_root(wc.dataset),
+        listing=lambda wc: folder_listing(plan.dataset_root(wc.dataset)),
         per_class=lambda wc: per_class_args(wc.dataset),
     wildcard_constraints:
-        dataset=kinds("folder"),
+        dataset=one_of(plan.names_of_kind(settings.FOLDER)),
     log:
-        f"{LOGS}/datasets/{{dataset}}.log",
+        tree.log("datasets", "{dataset}"),
     benchmark:
-        f"{BENCH}/datasets/{{dataset}}.tsv"
+        tree.bench("datasets", "{dataset}")
     conda:
         "../../envs/data.yaml"
     threads: 1
@@ -63,20 +63,20 @@ rule index_folder:
 rule fetch:
     localrule: True
     output:
-        index="results/datasets/{dataset}/index.tsv",
+        index=tree.index("{dataset}"),
     params:
-        kind=lambda wc: dataset_spec(wc.dataset)["kind"],
-        root=lambda wc: dataset_spec(wc.dataset).get("root", f"data/{wc.dataset}"),
-        source=lambda wc: (f"--source {dataset_spec(wc.dataset)['source']}" if dataset_spec(wc.dataset).get("source") else ""),
-        subset=lambda wc: (f"--subset-per-class {dataset_spec(wc.dataset)['subset_per_class']}"
-                           if dataset_spec(wc.dataset).get("subset_per_class") else ""),
+        kind=lambda wc: plan.dataset_spec(wc.dataset)["kind"],
+        root=lambda wc: plan.dataset_spec(wc.dataset).get("root", f"data/{wc.dataset}"),
+        source=lambda wc: (f"--source {plan.dataset_spec(wc.dataset)['source']}" if plan.dataset_spec(wc.dataset).get("source") else ""),
+        subset=lambda wc: (f"--subset-per-class {plan.dataset_spec(wc.dataset)['subset_per_class']}"
+                           if plan.dataset_spec(wc.dataset).get("subset_per_class") else ""),
         per_class=lambda wc: per_class_args(wc.dataset),
     wildcard_constraints:
-        dataset=kinds("flowers102", "cub200", "cars196", "imagenet_val"),
+        dataset=one_of(plan.names_of_kind(*settings.FETCHED_KINDS)),
     log:
-        f"{LOGS}/datasets/{{dataset}}.log",
+        tree.log("datasets", "{dataset}"),
     benchmark:
-        f"{BENCH}/datasets/{{dataset}}.tsv"
+        tree.bench("datasets", "{dataset}")
     conda:
         "../../envs/data.yaml"
     threads: 1
@@ -94,21 +94,21 @@ rule fetch:
 # val/test place.
 rule split:
     input:
-        index="results/datasets/{dataset}/index.tsv",
-        manifest="results/prepared/{dataset}/manifest.tsv",
+        index=tree.index("{dataset}"),
+        manifest=tree.manifest("{dataset}"),
     output:
-        split="results/splits/{dataset}/seed{seed}.tsv",
-        notes="results/splits/{dataset}/seed{seed}.notes.txt",
+        split=tree.split("{dataset}", "{seed}"),
+        notes=tree.split_notes("{dataset}", "{seed}"),
     params:
-        max_k=lambda wc: 1 if wc.dataset == SOURCE else max_k(),
-        val=DATA["val_per_class"],
-        test=DATA["test_per_class"],
-        too_few=lambda wc: data_policy(wc.dataset, "too_few_images"),
-        duplicates=lambda wc: data_policy(wc.dataset, "duplicates"),
+        max_k=lambda wc: 1 if wc.dataset == plan.source else plan.max_k(),
+        val=config["data"]["val_per_class"],
+        test=config["data"]["test_per_class"],
+        too_few=lambda wc: plan.data_policy(wc.dataset, "too_few_images"),
+        duplicates=lambda wc: plan.data_policy(wc.dataset, "duplicates"),
     log:
-        f"{LOGS}/splits/{{dataset}}/seed{{seed}}.log",
+        tree.log("splits", "{dataset}/seed{seed}"),
     benchmark:
-        f"{BENCH}/splits/{{dataset}}/seed{{seed}}.tsv"
+        tree.bench("splits", "{dataset}/seed{seed}")
     conda:
         "../../envs/data.yaml"
     threads: 1

@@ -3,25 +3,25 @@
 
 rule prepare:
     input:
-        index="results/datasets/{dataset}/index.tsv",
+        index=tree.index("{dataset}"),
     output:
-        images="results/prepared/{dataset}/images.npy",
-        manifest="results/prepared/{dataset}/manifest.tsv",
+        images=tree.images("{dataset}"),
+        manifest=tree.manifest("{dataset}"),
     params:
-        out_dir=lambda wc, output: os.path.dirname(output.images),
-        resize=DATA["resize"],
-        backend=DATA["decode_backend"],
-        on_error=lambda wc: data_policy(wc.dataset, "on_bad_image"),
+        out_dir=lambda wc: tree.prepared(wc.dataset),
+        resize=config["data"]["resize"],
+        backend=config["data"]["decode_backend"],
+        on_error=lambda wc: plan.data_policy(wc.dataset, "on_bad_image"),
     log:
-        f"{LOGS}/prepare/{{dataset}}.log",
+        tree.log("prepare", "{dataset}"),
     benchmark:
-        f"{BENCH}/prepare/{{dataset}}.tsv"
+        tree.bench("prepare", "{dataset}")
     conda:
         "../../envs/data.yaml"
     threads: 2
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=RES["runtime"],
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
         gpu=gpu_resources(),
     message:
         "Decoding {wildcards.dataset} to {params.resize}px uint8 arrays ({params.backend} backend)"

@@ -4,32 +4,33 @@
 
 rule probe:
     input:
-        prepared="results/prepared/{dataset}/images.npy",
-        backbone="results/models/{arch}/backbone.pt",
-        split=[f"results/splits/{{dataset}}/seed{s}.tsv" for _, s in PROBE_RUNS],
+        images=tree.images("{dataset}"),
+        manifest=tree.manifest("{dataset}"),
+        backbone=rules.backbone.output.weights,
+        split=[tree.split("{dataset}", s) for _, s in plan.probe_runs()],
     output:
-        tsv="results/probe/{arch}/{dataset}/probe.tsv",
+        tsv=tree.probe("{arch}", "{dataset}"),
     params:
-        prepared=lambda wc, input: os.path.dirname(input.prepared),
-        runs=lambda wc, input: " ".join(f"--run {k} {s} {p}" for (k, s), p in zip(PROBE_RUNS, input.split, strict=True)),
-        variant=lambda wc: VARIANTS[wc.arch],
-        synthetic=lambda wc: "--synthetic" if is_synthetic(wc.dataset) else "",
-        input_size=DATA["input_size"],
+        prepared=lambda wc: tree.prepared(wc.dataset),
+        runs=lambda wc: halsal_plan.as_json([[k, s, tree.split(wc.dataset, s)] for k, s in plan.probe_runs()]),
+        variant=lambda wc: plan.variants[wc.arch],
+        synthetic=lambda wc: "--synthetic" if plan.is_synthetic(wc.dataset) else "",
+        input_size=config["data"]["input_size"],
         device=config["train"]["device"],
     log:
-        f"{LOGS}/probe/{{arch}}/{{dataset}}.log",
+        tree.log("probe", "{arch}/{dataset}"),
     benchmark:
-        f"{BENCH}/probe/{{arch}}/{{dataset}}.tsv"
+        tree.bench("probe", "{arch}/{dataset}")
     conda:
         "../../envs/train.yaml"
-    threads: RES["threads"]
+    threads: config["resources"]["threads"]
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=RES["runtime"],
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
         gpu=gpu_resources(),
     message:
         "Linear probe (not in the paper) on {wildcards.dataset}, {wildcards.arch} frozen features"
     shell:
         "python -m halsal --gpus {resources.gpu} probe --arch {wildcards.arch} --dataset {wildcards.dataset} --prepared {params.prepared} "
-        "--backbone {input.backbone} {params.runs} --variant {params.variant} {params.synthetic} "
+        "--backbone {input.backbone} --runs {params.runs:q} --variant {params.variant} {params.synthetic} "
         "--input-size {params.input_size} --device {params.device} --threads {threads} --out {output.tsv} > {log} 2>&1"

@@ -5,46 +5,38 @@
 # per-dataset files live in directories registered through patterns=, so the report only
 # ever lists files that exist.
 
-import os
-
-from halsal.report.smk import REPORT_DIR as REPORT, config_summary, report_targets
 
 CAPTIONS = "../../reports/captions"
-# Ablation runs (Figures 2-3): an ablation .smk included before this file may define
-# ablation_metrics_list(); the default configuration has none.
-REPORT_METRICS = list(
-    dict.fromkeys(finetune_metrics() + list(globals().get("ablation_metrics_list", list)()))
-)
-CONFIG_SUMMARY = config_summary(config, VARIANT, is_synthetic)
-SYNTHETIC_DATASETS = [d for d in config["datasets"] if is_synthetic(d)]
+CONFIG_SUMMARY = plan.summary()
+VARIANT_ARG = " ".join(f"{a}={v}" for a, v in plan.variants.items())
 
 
 rule aggregate:
     input:
-        REPORT_METRICS,
+        plan.report_metrics(),
     output:
         runs=report(
-            "results/tables/runs.tsv",
+            tree.runs_tsv,
             caption=f"{CAPTIONS}/runs.rst",
             category="Run details",
             subcategory="Runs",
             labels={"file": "runs.tsv (one row per run)"},
         ),
         summary=report(
-            "results/summary.csv",
+            tree.summary_csv,
             caption=f"{CAPTIONS}/summary.rst",
             category="Run details",
             subcategory="Runs",
             labels={"file": "summary.csv (mean over seeds)"},
         ),
-        accuracy="results/tables/accuracy.tsv",
+        accuracy=tree.accuracy_tsv,
     params:
         summary=CONFIG_SUMMARY,
         n=lambda wildcards, input: len(input),
     log:
-        f"{LOGS}/report/aggregate.log",
+        tree.log("report", "aggregate"),
     benchmark:
-        f"{BENCH}/report/aggregate.tsv"
+        tree.bench("report", "aggregate")
     conda:
         "../../envs/report.yaml"
     threads: 1
@@ -58,70 +50,71 @@ rule aggregate:
         "--summary-csv {output.summary:q} --accuracy-tsv {output.accuracy:q} > {log:q} 2>&1"
 
 
-# The paired-differences bootstrap reads each run's predictions.tsv through runs.tsv's run_dir
-# (not declared here: thousands of inputs in the paper's grid). predictions.tsv is written by
-# the same finetune job as the metrics.json that `aggregate` depends on, so runs.tsv is
-# rebuilt, and this rule re-run, whenever a predictions file changes.
+# The paired-differences bootstrap reads each run's predictions.tsv, and the health table's
+# reference row each run's saliency.npz (through runs.tsv's run_dir); both are declared.
 # Tables of configured archs that are not in the paper (EfficientNet-Lite0).
-EXTRA_ARCHS = [a for a in config["archs"] if a not in spec.PAPER_ARCHS]
+EXTRA_ARCHS = [a for a in plan.archs if a not in spec.PAPER_ARCHS]
 
 
 rule report_tables:
     input:
-        runs="results/tables/runs.tsv",
-        probe=probe_outputs(),
-        reference_maps=reference_maps_inputs(),
+        runs=rules.aggregate.output.runs,
+        predictions=plan.report_run_files("predictions.tsv"),
+        saliency=plan.report_run_files("saliency.npz"),
+        probe=plan.probe_outputs(),
+        reference_maps=list(plan.reference_maps().values()),
     output:
         alexnet=report(
-            f"{REPORT}/table_alexnet.html",
+            tree.report("table_alexnet.html"),
             caption=f"{CAPTIONS}/table.rst",
             category="Tables",
             subcategory="Accuracy (paper Tables 1-2)",
             labels={"table": "Table 1: AlexNet"},
         ),
         resnet=report(
-            f"{REPORT}/table_resnet152.html",
+            tree.report("table_resnet152.html"),
             caption=f"{CAPTIONS}/table.rst",
             category="Tables",
             subcategory="Accuracy (paper Tables 1-2)",
             labels={"table": "Table 2: ResNet-152"},
         ),
         differences=report(
-            f"{REPORT}/differences.html",
+            tree.report("differences.html"),
             caption=f"{CAPTIONS}/differences.rst",
             category="Tables",
             subcategory="Paired differences",
             labels={"table": "Approach A/B minus Baseline-RGB, 95% CI"},
         ),
         health=report(
-            f"{REPORT}/saliency_health.html",
+            tree.report("saliency_health.html"),
             caption=f"{CAPTIONS}/saliency_health.rst",
             category="Tables",
             subcategory="Saliency health",
             labels={"table": "Saliency health: dead maps, map mean, object ratio"},
         ),
-        extra=[report(f"{REPORT}/table_{a}.html", caption=f"{CAPTIONS}/table.rst", category="Tables",
+        extra=[report(tree.report(f"table_{a}.html"), caption=f"{CAPTIONS}/table.rst", category="Tables",
                       subcategory="Accuracy (not in the paper)", labels={"table": spec.ARCH_LABELS[a]})
                for a in EXTRA_ARCHS],
-        tsv=multiext(f"{REPORT}/table_", "alexnet.tsv", "resnet152.tsv"),
-        extra_tsv=[f"{REPORT}/table_{a}.tsv" for a in EXTRA_ARCHS],
-        diff_tsv=f"{REPORT}/differences.tsv",
-        health_tsv=f"{REPORT}/saliency_health.tsv",
+        tsv=[tree.report(f"table_{a}.tsv") for a in spec.PAPER_ARCHS],
+        extra_tsv=[tree.report(f"table_{a}.tsv") for a in EXTRA_ARCHS],
+        diff_tsv=tree.report("differences.tsv"),
+        health_tsv=tree.report("saliency_health.tsv"),
     params:
         summary=CONFIG_SUMMARY,
-        variant=" ".join(f"{a}={v}" for a, v in VARIANTS.items()),
-        outdir=lambda wildcards, output: os.path.dirname(output.alexnet),
-        archs=config["archs"],
-        datasets=list(config["datasets"]),
-        methods=config["methods"],
-        ks=[str(k) for k in config["ks"]],
-        synthetic=SYNTHETIC_DATASETS,
+        variant=VARIANT_ARG,
+        outdir=tree.report_dir,
+        archs=plan.archs,
+        datasets=plan.datasets,
+        methods=plan.methods,
+        ks=plan.ks,
+        synthetic=[d for d in plan.datasets if plan.is_synthetic(d)],
+        reference_maps=halsal_plan.as_json(plan.reference_maps()),
         # a capped dataset (per_class) is a subset, never the paper's dataset in full
         kinds=[f"{d}={s['kind'] + '-subset' if s.get('per_class') else s['kind']}" for d, s in config["datasets"].items()],
     log:
-        f"{LOGS}/report/tables.log",
+        tree.log("report", "tables"),
     benchmark:
-        f"{BENCH}/report/tables.tsv"
+        tree.bench("report", "tables")
     conda:
         "../../envs/report.yaml"
     threads: 1
@@ -132,16 +125,17 @@ rule report_tables:
         "Accuracy tables in the paper's layout, paired differences and saliency health -> {params.outdir}"
     shell:
         "python -m halsal tables --runs {input.runs:q} --outdir {params.outdir:q} --variant {params.variant} "
-        "--archs {params.archs} --probe {input.probe:q} --reference-maps {input.reference_maps:q} --datasets {params.datasets} --methods {params.methods} "
+        "--archs {params.archs} --probe {input.probe:q} --reference-maps {params.reference_maps:q} --datasets {params.datasets} --methods {params.methods} "
         "--ks {params.ks} --synthetic-datasets {params.synthetic} --dataset-kinds {params.kinds} > {log:q} 2>&1"
 
 
 rule report_plots:
     input:
-        runs="results/tables/runs.tsv",
+        runs=rules.aggregate.output.runs,
+        history=plan.report_run_files("history.tsv"),
     output:
         accuracy=report(
-            directory(f"{REPORT}/plots/accuracy"),
+            directory(tree.report("plots/accuracy")),
             patterns=["{arch}/{dataset}/{plot}.png"],
             caption=f"{CAPTIONS}/accuracy.rst",
             category="Accuracy vs k",
@@ -149,19 +143,19 @@ rule report_plots:
             labels={"arch": "{arch}", "dataset": "{dataset}", "plot": "{plot}"},
         ),
         figure2=report(
-            f"{REPORT}/plots/figure2_depth.png",
+            tree.report("plots/figure2_depth.png"),
             caption=f"{CAPTIONS}/figure2.rst",
             category="Ablations",
             labels={"figure": "Figure 2: saliency depth"},
         ),
         figure3=report(
-            f"{REPORT}/plots/figure3_fusion.png",
+            tree.report("plots/figure3_fusion.png"),
             caption=f"{CAPTIONS}/figure3.rst",
             category="Ablations",
             labels={"figure": "Figure 3: fusion point"},
         ),
         curves=report(
-            f"{REPORT}/plots/learning_curves.png",
+            tree.report("plots/learning_curves.png"),
             caption=f"{CAPTIONS}/learning_curves.rst",
             category="Run details",
             subcategory="Learning curves",
@@ -169,12 +163,12 @@ rule report_plots:
         ),
     params:
         summary=CONFIG_SUMMARY,
-        variant=" ".join(f"{a}={v}" for a, v in VARIANTS.items()),
-        outdir=lambda wildcards, output: os.path.dirname(output.figure2),
+        variant=VARIANT_ARG,
+        outdir=tree.report("plots"),
     log:
-        f"{LOGS}/report/plots.log",
+        tree.log("report", "plots"),
     benchmark:
-        f"{BENCH}/report/plots.tsv"
+        tree.bench("report", "plots")
     conda:
         "../../envs/report.yaml"
     threads: 1
@@ -189,12 +183,14 @@ rule report_plots:
 
 rule report_qualitative:
     input:
-        runs="results/tables/runs.tsv",
-        images=expand("results/prepared/{dataset}/images.npy", dataset=list(config["datasets"])),
-        index=expand("results/datasets/{dataset}/index.tsv", dataset=list(config["datasets"])),
+        runs=rules.aggregate.output.runs,
+        saliency=plan.report_run_files("saliency.npz"),
+        predictions=plan.report_run_files("predictions.tsv"),
+        images=[d["images"] for d in plan.qualitative_inputs().values()],
+        index=[d["index"] for d in plan.qualitative_inputs().values()],
     output:
         grids=report(
-            directory(f"{REPORT}/qualitative"),
+            directory(tree.report("qualitative")),
             patterns=["{dataset}/{grid}.png"],
             caption=f"{CAPTIONS}/qualitative.rst",
             category="Qualitative",
@@ -203,15 +199,14 @@ rule report_qualitative:
         ),
     params:
         summary=CONFIG_SUMMARY,
-        variant=" ".join(f"{a}={v}" for a, v in VARIANTS.items()),
-        datasets=list(config["datasets"]),
-        arch=config["archs"][0],
-        # results/prepared/<dataset>/images.npy -> results
-        results_root=lambda wildcards, input: os.path.dirname(os.path.dirname(os.path.dirname(input.images[0]))),
+        variant=VARIANT_ARG,
+        datasets=plan.datasets,
+        arch=plan.archs[0],
+        inputs=halsal_plan.as_json(plan.qualitative_inputs()),
     log:
-        f"{LOGS}/report/qualitative.log",
+        tree.log("report", "qualitative"),
     benchmark:
-        f"{BENCH}/report/qualitative.tsv"
+        tree.bench("report", "qualitative")
     conda:
         "../../envs/report.yaml"
     threads: 1
@@ -222,46 +217,43 @@ rule report_qualitative:
         "Qualitative grids (paper Tables 3-4) and saliency galleries"
     shell:
         "python -m halsal qualitative --runs {input.runs:q} --outdir {output.grids:q} --variant {params.variant} "
-        "--results-root {params.results_root:q} --datasets {params.datasets} --arch {params.arch} > {log:q} 2>&1"
+        "--inputs {params.inputs:q} --datasets {params.datasets} --arch {params.arch} > {log:q} 2>&1"
 
 
 # The Data section: per dataset (and the source set, where a step uses it), the images
 # indexed and used, every file skipped because it did not decode, every class dropped for
 # too few images, and the hidden and non-image files the index left out.
-DATA_TARGETS = list(config["datasets"])
-DATA_ALL = list(dict.fromkeys(DATA_TARGETS + ([SOURCE] if source_used() else [])))
-DATA_SPLITS = [f"results/splits/{d}/seed{s}.tsv" for d in DATA_TARGETS for s in config["seeds"]]
-DATA_SPLITS += [f"results/splits/{SOURCE}/seed0.tsv"] if source_used() else []
+DATA_INPUTS = plan.data_inputs()
 
 
 rule report_data:
     input:
-        index=expand("results/datasets/{dataset}/index.tsv", dataset=DATA_ALL),
-        info=[f"results/datasets/{d}/index.json" for d in DATA_ALL if dataset_spec(d)["kind"] == "folder"],
-        manifest=expand("results/prepared/{dataset}/manifest.tsv", dataset=DATA_ALL),
-        splits=DATA_SPLITS,
+        index=[d["index"] for d in DATA_INPUTS.values()],
+        info=[d["info"] for d in DATA_INPUTS.values() if d["info"]],
+        manifest=[d["manifest"] for d in DATA_INPUTS.values()],
+        splits=[path for d in DATA_INPUTS.values() for path in d["splits"].values()],
     output:
         html=report(
-            f"{REPORT}/data.html",
+            tree.report("data.html"),
             caption=f"{CAPTIONS}/data.rst",
             category="Data",
             labels={"table": "Data: images used, skipped files, dropped classes, ignored files"},
         ),
-        tsv=f"{REPORT}/data.tsv",
-        summary_tsv=f"{REPORT}/data_summary.tsv",
+        tsv=tree.report("data.tsv"),
+        summary_tsv=tree.report("data_summary.tsv"),
     params:
         summary=CONFIG_SUMMARY,
-        targets=DATA_TARGETS,
-        source=f"--source {SOURCE}" if source_used() else "",
+        targets=plan.datasets,
+        source=f"--source {plan.source}" if plan.source_used() else "",
         seeds=config["seeds"],
-        kinds=[f"{d}={dataset_spec(d)['kind']}" for d in DATA_ALL],
-        policies=[f"{d}={data_policy(d, 'on_bad_image')},{data_policy(d, 'too_few_images')},{data_policy(d, 'duplicates')}" for d in DATA_ALL],
-        # results/datasets/<dataset>/index.tsv -> results
-        results_root=lambda wildcards, input: os.path.dirname(os.path.dirname(os.path.dirname(input.index[0]))),
+        kinds=[f"{d}={plan.dataset_spec(d)['kind']}" for d in DATA_INPUTS],
+        policies=[f"{d}={plan.data_policy(d, 'on_bad_image')},{plan.data_policy(d, 'too_few_images')},"
+                  f"{plan.data_policy(d, 'duplicates')}" for d in DATA_INPUTS],
+        inputs=halsal_plan.as_json(DATA_INPUTS),
     log:
-        f"{LOGS}/report/data.log",
+        tree.log("report", "data"),
     benchmark:
-        f"{BENCH}/report/data.tsv"
+        tree.bench("report", "data")
     conda:
         "../../envs/report.yaml"
     threads: 1
@@ -271,44 +263,46 @@ rule report_data:
     message:
         "Data section: images used, skipped files, dropped classes and ignored files of {params.targets}"
     shell:
-        "python -m halsal data-report --results-root {params.results_root:q} --targets {params.targets} {params.source} "
+        "python -m halsal data-report --inputs {params.inputs:q} --targets {params.targets} {params.source} "
         "--seeds {params.seeds} --kinds {params.kinds} --policies {params.policies} --html {output.html:q} "
         "--tsv {output.tsv:q} --summary-tsv {output.summary_tsv:q} > {log:q} 2>&1"
 
 
 # The results as one Markdown section (docs/results-photos.md): the tables above, Step 0/1 on
-# the source set, every job's wall time (benchmarks/, read, not declared: no rule outputs them)
+# the source set, every job's wall time (its benchmark file, declared: halsal.plan.Plan.benchmarks)
 # and a few plots. `halsal publish-md` (make photos) splices it into the docs page.
-MD_ARCH = config["archs"][0]
-MD_STEP1 = bool(set(config["methods"]) & FROM_STEP1)
+MD_ARCH = plan.archs[0]
+MD_STEP1 = bool(set(plan.methods) & set(spec.FROM_STEP1))
+MD_BENCHMARKS = plan.benchmarks()
 
 
 rule report_markdown:
     input:
-        runs="results/tables/runs.tsv",
-        table=f"{REPORT}/table_{MD_ARCH}.tsv",
-        differences=f"{REPORT}/differences.tsv",
-        health=f"{REPORT}/saliency_health.tsv",
-        data=f"{REPORT}/data_summary.tsv",
-        plots=f"{REPORT}/plots/accuracy",
-        qualitative=f"{REPORT}/qualitative",
-        backbone=f"results/models/{MD_ARCH}/backbone.json",
-        step1=[f"results/models/{MD_ARCH}/saliency_{VARIANTS[MD_ARCH]}.json"] if MD_STEP1 else [],
+        runs=rules.aggregate.output.runs,
+        table=tree.report(f"table_{MD_ARCH}.tsv"),
+        differences=rules.report_tables.output.diff_tsv,
+        health=rules.report_tables.output.health_tsv,
+        data=rules.report_data.output.summary_tsv,
+        plots=rules.report_plots.output.accuracy,
+        qualitative=rules.report_qualitative.output.grids,
+        backbone=tree.backbone_info(MD_ARCH),
+        step1=[tree.saliency_info(MD_ARCH, plan.variants[MD_ARCH])] if MD_STEP1 else [],
+        benchmarks=[path for files in MD_BENCHMARKS.values() for path in files],
     output:
-        md=f"{REPORT}/results.md",
-        images=directory(f"{REPORT}/results_md"),
+        md=tree.report("results.md"),
+        images=directory(tree.report("results_md")),
     params:
-        report_dir=lambda wildcards, input: os.path.dirname(input.table),
+        report_dir=tree.report_dir,
         step1=lambda wildcards, input: f"--saliency {input.step1}" if input.step1 else "",
-        datasets=list(config["datasets"]),
+        datasets=plan.datasets,
         arch=MD_ARCH,
-        variant=VARIANTS[MD_ARCH],
-        source=SOURCE,
-        benchmarks=BENCH,
+        variant=plan.variants[MD_ARCH],
+        source=plan.source,
+        benchmarks=halsal_plan.as_json(MD_BENCHMARKS),
     log:
-        f"{LOGS}/report/markdown.log",
+        tree.log("report", "markdown"),
     benchmark:
-        f"{BENCH}/report/markdown.tsv"
+        tree.bench("report", "markdown")
     conda:
         "../../envs/report.yaml"
     threads: 1
