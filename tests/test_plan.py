@@ -1,0 +1,109 @@
+"""The run plan (halsal/plan.py), without Snakemake: the grids of the shipped configs, the jobs
+they are batched into, and the files each rule reads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from halsal import plan as halsal_plan
+from halsal import settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load(name: str, **overrides) -> halsal_plan.Plan:
+    config = yaml.safe_load((REPO / "config" / name).read_text())
+    for key, value in overrides.items():
+        section, _, sub = key.partition("__")
+        if sub:
+            config.setdefault(section, {})[sub] = value
+        else:
+            config[section] = value
+    validate(config, schema=str(settings.SCHEMA_PATH))
+    return halsal_plan.Plan(config)
+
+
+def test_plan_imports_no_torch():
+    code = "import sys, halsal.plan, halsal.settings; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_paper_grid_is_1008_runs_in_39_jobs():
+    p = load("paper.yaml")
+    jobs = p.jobs()
+    assert len(p.report_metrics()) == 1008
+    main = [j for j in jobs if not j.ablation]
+    ablation = [j for j in jobs if j.ablation]
+    # 2 archs x 3 datasets x 5 methods; 9 ablation-only variants (4 depths, 4 fusions, eq1)
+    assert (len(main), len(ablation), len(jobs)) == (30, 9, 39)
+    assert sum(len(j.runs) for j in jobs) == 1008
+    assert {len(j.runs) for j in main} == {30} and {len(j.runs) for j in ablation} == {12}
+    assert sorted(j.variant for j in ablation) == p.ablation_only_variants()
+    assert "d4-pool2-eq1" in p.ablation_only_variants() and "d4-pool2-eq2" not in p.ablation_only_variants()
+
+
+@pytest.mark.parametrize("batch, jobs", [("all", 39), ("seed", 117), ("run", 1008)])
+def test_paper_grid_batching(batch, jobs):
+    p = load("paper.yaml", train__finetune_batch=batch)
+    assert len(p.jobs()) == jobs
+    assert sum(len(j.runs) for j in p.jobs()) == 1008
+
+
+def test_demo_grid_is_48_runs():
+    p = load("config.yaml")
+    assert len(p.report_metrics()) == 48
+    # seeds_by_k: K runs the first seeds only, 1 and 5 every seed
+    assert {k: len(p.seeds_for(k)) for k in p.ks} == {"1": 5, "5": 5, "K": 2}
+    jobs = p.jobs()
+    assert len(jobs) == 4 and sum(len(j.runs) for j in jobs) == 48
+
+
+def test_job_runs_follow_the_wildcards_and_the_outputs():
+    p = load("paper.yaml", train__finetune_batch="seed")
+    wc = {"arch": "alexnet", "dataset": "flowers102", "method": "approach_b", "variant": "d4-pool2-eq2", "seed": "2"}
+    runs = p.runs_of(wc)
+    assert runs == [(k, 2) for k in p.ks]
+    outputs = [o.format(**wc) for o in p.job_outputs()]
+    assert outputs == [p.tree.run_file("alexnet", "flowers102", "approach_b", "d4-pool2-eq2", k, 2) for k in p.ks]
+    # an ablation-only variant's job has the ablations' 4 ks
+    assert [k for k, _ in p.runs_of({**wc, "variant": "d2-pool2-eq2"})] == ["1", "5", "10", "K"]
+
+
+def test_run_args_name_each_runs_split_and_folder():
+    p = load("config.yaml")
+
+    class Wildcards(dict):
+        __getattr__ = dict.__getitem__
+
+    wc = Wildcards(arch="alexnet", dataset="synth_fine", method="baseline", variant=p.variants["alexnet"])
+    args = p.run_args(wc)
+    assert len(args) == 12
+    k, seed, split, run_dir = args[0]
+    assert split == p.tree.split("synth_fine", seed)
+    assert run_dir == p.tree.run_dir("alexnet", "synth_fine", "baseline", wc.variant, k, seed)
+
+
+def test_report_inputs_are_explicit_files():
+    p = load("photos.yaml")
+    data = p.data_inputs()
+    assert set(data) == {"flowers102", "cub200", "tiny_imagenet"}  # Step 1 trains on the source set
+    assert list(data["tiny_imagenet"]["splits"]) == ["0"]
+    assert data["flowers102"]["info"] == p.tree.index_info("flowers102")  # a folder dataset
+    assert set(p.reference_maps()) == {"flowers102", "cub200"}
+    bench = p.benchmarks()
+    assert list(bench)[:4] == ["datasets", "prepare", "splits", "smic_maps"]
+    assert "probe" in bench and len(bench["finetune: baseline"]) == 10  # finetune_batch: seed, 2 datasets x 5 seeds
+    assert len(p.report_run_files("predictions.tsv")) == len(p.report_metrics()) == 60
+
+
+def test_bad_vocabulary_and_fusion_are_errors():
+    with pytest.raises(ValueError, match="archs: 'alexnett' is not one of"):
+        load("config.yaml", archs=["alexnett"])
+    with pytest.raises(ValueError, match="'layer9' is not a fusion point of alexnet"):
+        load("config.yaml", model__fusion="layer9")
