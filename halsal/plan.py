@@ -22,95 +22,71 @@ ABLATION_FACTORS = {"depth": "depths", "fusion": "fusions", "modulation": "modul
 RUN_FILES = ("metrics.json", "predictions.tsv", "saliency.npz", "history.tsv")  # each run's declared outputs
 
 
+# The results tree: each path's template, over the tree's roots ({results}, {logs},
+# {benchmarks}) and its arguments in order ({0}, {1}, ...; Snakemake wildcards such as
+# "{dataset}" pass through). Tree has one method per entry (a property where it has none).
+LAYOUT = {
+    # datasets -> prepare -> splits
+    "dataset_dir": "{results}/datasets/{0}",  # the index, and a synthetic set's images/<class>/<file>
+    "index": "{results}/datasets/{0}/index.tsv",
+    "index_info": "{results}/datasets/{0}/index.json",
+    "prepared": "{results}/prepared/{0}",
+    "images": "{results}/prepared/{0}/images.npy",
+    "manifest": "{results}/prepared/{0}/manifest.tsv",
+    "split": "{results}/splits/{0}/seed{1}.tsv",
+    "split_notes": "{results}/splits/{0}/seed{1}.notes.txt",
+    # Steps 0-1 (arch; arch, variant), SMIC maps (dataset)
+    "backbone": "{results}/models/{0}/backbone.pt",
+    "backbone_info": "{results}/models/{0}/backbone.json",
+    "saliency": "{results}/models/{0}/saliency_{1}.pt",
+    "saliency_info": "{results}/models/{0}/saliency_{1}.json",
+    "smic_maps": "{results}/smic/{0}/maps.npy",
+    "smic_info": "{results}/smic/{0}/maps.json",
+    # Step 2 (arch, dataset, method, variant, k, seed) and the probe (arch, dataset)
+    "run_dir": "{results}/runs/{0}/{1}/{2}/{3}/k{4}/seed{5}",
+    "probe": "{results}/probe/{0}/{1}/probe.tsv",
+    # the report
+    "runs_tsv": "{results}/tables/runs.tsv",
+    "accuracy_tsv": "{results}/tables/accuracy.tsv",
+    "summary_csv": "{results}/summary.csv",
+    "report_dir": "{results}/report",
+    "report": "{results}/report/{0}",
+    # every job's log and benchmark file: <stage>/<name>
+    "log": "{logs}/{0}/{1}.log",
+    "bench": "{benchmarks}/{0}/{1}.tsv",
+}
+
+
 @dataclass(frozen=True)
 class Tree:
-    """The paths of a run; arguments may be Snakemake wildcards (``"{dataset}"``)."""
+    """The paths of a run (:data:`LAYOUT`); arguments may be Snakemake wildcards (``"{dataset}"``)."""
 
     results: str = "results"
     logs: str = "logs"
     benchmarks: str = "benchmarks"
 
-    # datasets -> prepare -> splits
-    def dataset_dir(self, d):
-        """A dataset's index, and the images of a synthetic one (``images/<class>/<file>``)."""
-        return f"{self.results}/datasets/{d}"
+    def path(self, name: str, *args) -> str:
+        """The path :data:`LAYOUT` names ``name``, with these arguments."""
+        return LAYOUT[name].format(*args, results=self.results, logs=self.logs, benchmarks=self.benchmarks)
 
-    def index(self, d):
-        return f"{self.dataset_dir(d)}/index.tsv"
+    def run_file(self, arch, d, method, variant, k, seed, name="metrics.json") -> str:
+        """One file of a fine-tuning run (``metrics.json``, ``predictions.tsv``, ...)."""
+        return f"{self.path('run_dir', arch, d, method, variant, k, seed)}/{name}"
 
-    def index_info(self, d):
-        return f"{self.dataset_dir(d)}/index.json"
 
-    def prepared(self, d):
-        return f"{self.results}/prepared/{d}"
+def _accessor(name: str, template: str):
+    if "{0}" not in template:
+        return property(lambda self: self.path(name), doc=template)
 
-    def images(self, d):
-        return f"{self.prepared(d)}/images.npy"
+    def method(self, *args) -> str:
+        return self.path(name, *args)
 
-    def manifest(self, d):
-        return f"{self.prepared(d)}/manifest.tsv"
+    method.__name__, method.__qualname__, method.__doc__ = name, f"Tree.{name}", template
+    return method
 
-    def split(self, d, seed):
-        return f"{self.results}/splits/{d}/seed{seed}.tsv"
 
-    def split_notes(self, d, seed):
-        return f"{self.results}/splits/{d}/seed{seed}.notes.txt"
-
-    # Steps 0-1, SMIC maps
-    def backbone(self, arch):
-        return f"{self.results}/models/{arch}/backbone.pt"
-
-    def backbone_info(self, arch):
-        return f"{self.results}/models/{arch}/backbone.json"
-
-    def saliency(self, arch, variant):
-        return f"{self.results}/models/{arch}/saliency_{variant}.pt"
-
-    def saliency_info(self, arch, variant):
-        return f"{self.results}/models/{arch}/saliency_{variant}.json"
-
-    def smic_maps(self, d):
-        return f"{self.results}/smic/{d}/maps.npy"
-
-    def smic_info(self, d):
-        return f"{self.results}/smic/{d}/maps.json"
-
-    # Step 2 and the probe
-    def run_dir(self, arch, d, method, variant, k, seed):
-        return f"{self.results}/runs/{arch}/{d}/{method}/{variant}/k{k}/seed{seed}"
-
-    def run_file(self, arch, d, method, variant, k, seed, name="metrics.json"):
-        return f"{self.run_dir(arch, d, method, variant, k, seed)}/{name}"
-
-    def probe(self, arch, d):
-        return f"{self.results}/probe/{arch}/{d}/probe.tsv"
-
-    # the report
-    @property
-    def runs_tsv(self):
-        return f"{self.results}/tables/runs.tsv"
-
-    @property
-    def summary_csv(self):
-        return f"{self.results}/summary.csv"
-
-    @property
-    def accuracy_tsv(self):
-        return f"{self.results}/tables/accuracy.tsv"
-
-    @property
-    def report_dir(self):
-        return f"{self.results}/report"
-
-    def report(self, name):
-        return f"{self.report_dir}/{name}"
-
-    # logs and benchmarks: <stage>/<name>.log|tsv
-    def log(self, stage, name):
-        return f"{self.logs}/{stage}/{name}.log"
-
-    def bench(self, stage, name):
-        return f"{self.benchmarks}/{stage}/{name}.tsv"
+for _name, _template in LAYOUT.items():
+    setattr(Tree, _name, _accessor(_name, _template))
 
 
 # A fine-tuning job's log/benchmark name, per train.finetune_batch (its wildcards, then its runs).
@@ -438,12 +414,14 @@ class Plan:
         return [0] if name == self.source else list(self.config["seeds"])
 
     def data_inputs(self) -> dict:
-        """``halsal data-report --inputs``: each dataset's index, index.json (folders), manifest, splits."""
+        """``halsal data-report --inputs``: each dataset's index, index.json (folders), manifest,
+        splits and their notes (the classes each dropped)."""
         t = self.tree
         return {d: {"index": t.index(d),
                     "info": t.index_info(d) if self.dataset_spec(d)["kind"] == settings.FOLDER else None,
                     "manifest": t.manifest(d),
-                    "splits": {str(s): t.split(d, s) for s in self.data_split_seeds(d)}}
+                    "splits": {str(s): t.split(d, s) for s in self.data_split_seeds(d)},
+                    "notes": {str(s): t.split_notes(d, s) for s in self.data_split_seeds(d)}}
                 for d in self.data_datasets()}
 
     def qualitative_inputs(self) -> dict:

@@ -39,7 +39,7 @@ def report_html(tmp_path_factory, fake_results) -> Path:
     root = fake_results.build_workflow(tmp_path_factory.mktemp("wf"), sys.executable, repo=repo)
     env = dict(os.environ, PATH=f"{root / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                MPLCONFIGDIR=str(root / ".cache" / "mpl"), XDG_CACHE_HOME=str(root / ".cache"),
-               # report.smk imports halsal.report.smk at parse time
+               # common.smk imports halsal.plan and halsal.settings at parse time
                PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                         os.environ.get("PYTHONPATH")])))
     for args in (["--cores", "2"], ["--cores", "1", "--report", "report.html"]):

@@ -38,7 +38,8 @@ def test_pretrained_photos_dry_run_lists_the_grid(tmp_path):
     assert counts["backbone"] == 1 and counts["pretrain_saliency"] == 1
     # no SMIC runs, but smic.reference: the spectral-residual maps of both datasets reach the health table
     assert counts["smic_maps"] == 2 and "method smic" not in proc.stdout
-    assert re.search(r"--reference-maps results/smic/\S+/maps\.npy results/smic/\S+/maps\.npy ", proc.stdout)
+    assert re.search(r"""--reference-maps '\{"flowers102": "results/smic/flowers102/maps\.npy", "cub200": "results/smic/cub200/maps\.npy"\}'""",
+                     proc.stdout)
     assert counts["probe"] == 2  # one linear probe per dataset, every k and seed inside
     # finetune_batch: seed -> one job per dataset, method and seed; resources.threads: 1 -> two such
     # 1-thread jobs run side by side on --cores 2 (docs/decisions.md, Threads)
@@ -46,7 +47,7 @@ def test_pretrained_photos_dry_run_lists_the_grid(tmp_path):
     finetunes = [line for line in proc.stdout.splitlines() if " finetune --arch " in line]
     assert finetunes and all(line.rstrip().endswith(f"--threads {cfg['resources']['threads']} > "
                                                     + line.rsplit("> ", 1)[1]) for line in finetunes)
-    assert cfg["resources"]["threads"] == 1 and f"--epochs {cfg['train']['finetune']['epochs']} " in finetunes[0]
+    assert cfg["resources"]["threads"] == 1 and f'"epochs": {cfg["train"]["finetune"]["epochs"]},' in finetunes[0]
     assert re.search(r"halsal (--gpus \d+ )?backbone --arch efficientnet_lite0 --weights imagenet --source-prepared", proc.stdout)
     runs = set(re.findall(r"results/runs/(efficientnet_lite0/\S+?)/metrics\.json", proc.stdout))
     assert runs == {f"efficientnet_lite0/{d}/{m}/d4-stage2-eq2/k{k}/seed{s}" for d in ("flowers102", "cub200")

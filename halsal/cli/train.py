@@ -62,6 +62,9 @@ def _runs(args):
 
 
 def cmd_finetune(args) -> None:
+    """Step 2: one or several fine-tuning runs of one arch, dataset, method and variant, trained
+    one after another from inputs loaded once. A run that an earlier job finished (its
+    complete.json matches) is restored, not retrained."""
     import torch
 
     from halsal.train.steps import finetune_batch, load_finetune_inputs
@@ -85,6 +88,9 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_probe(args) -> None:
+    """A linear probe: scikit-learn logistic regression on the frozen backbone's pooled features
+    (centre crops), per k and seed on the same splits as Step 2; C chosen on validation. Not a
+    method of the paper: the simplest use of the same features."""
     import json
 
     import torch
@@ -104,66 +110,73 @@ def cmd_probe(args) -> None:
         print(f"linear probe k={r.k} seed={r.seed}: C={r.C} val {r.val_acc:.3f} test {r.test_acc:.3f}", flush=True)
 
 
-def register(sub) -> None:
-    p = sub.add_parser("backbone", help="Step 0: the RGB+joint weights")
+def _dataset_job_args(p) -> None:
+    """What a Step-2 or probe job works on: an arch's Step-0 backbone and a prepared dataset."""
     p.add_argument("--arch", required=True, choices=spec.ARCHS)
-    p.add_argument("--weights", required=True, help="imagenet | scratch | path to a weights file")
-    p.add_argument("--source-prepared", default=None)
-    p.add_argument("--source-split", default=None)
-    p.add_argument("--out", required=True)
-    add_optim_args(p)
-    p.set_defaults(func=cmd_backbone)
+    p.add_argument("--dataset", required=True, help="the dataset's name (in results and messages)")
+    p.add_argument("--prepared", required=True, help="its prepared folder (images.npy, manifest.tsv)")
+    p.add_argument("--backbone", required=True, help="Step 0's backbone.pt")
 
-    p = sub.add_parser("pretrain-saliency", help="Step 1: train the saliency branch on the source set")
-    p.add_argument("--arch", required=True, choices=spec.ARCHS)
-    p.add_argument("--variant", required=True, help="d<depth>-<fusion>-<eq1|eq2>, e.g. d4-pool2-eq2")
-    p.add_argument("--backbone", required=True)
-    p.add_argument("--source-prepared", required=True)
-    p.add_argument("--source-split", required=True)
-    p.add_argument("--out", required=True)
-    add_optim_args(p)
-    p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("finetune", help="Step 2: fine-tuning runs (method, k, seed) of one job, in one process",
-                       description="Step 2: one or several fine-tuning runs of one arch, dataset, method and "
-                                   "variant, trained one after another from inputs loaded once. A run that an "
-                                   "earlier job finished (its complete.json matches) is restored, not retrained.")
+def _runs_args(p, fields: tuple[str, ...], what: str) -> None:
+    """``--run`` (one run, repeated) and ``--runs`` (every run as one JSON list: what the workflow passes)."""
+    p.add_argument("--run", nargs=len(fields), action="append", metavar=fields, help=f"one {what}; repeat for each")
+    p.add_argument("--runs", default=None, metavar="JSON",
+                   help=f"every {what.split(':')[0]} at once, [[{', '.join(f.lower() for f in fields)}], ...]")
+
+
+def _source_step_args(p, *, step1: bool) -> None:
+    """Steps 0 and 1: an arch, the source set (Step 0 may have none: ImageNet weights), the output."""
     p.add_argument("--arch", required=True, choices=spec.ARCHS)
+    if step1:
+        p.add_argument("--variant", required=True, help="d<depth>-<fusion>-<eq1|eq2>, e.g. d4-pool2-eq2")
+        p.add_argument("--backbone", required=True, help="Step 0's backbone.pt")
+    else:
+        p.add_argument("--weights", required=True, help="imagenet | scratch | path to a weights file")
+    p.add_argument("--source-prepared", required=step1, help="the source set's prepared folder")
+    p.add_argument("--source-split", required=step1, help="its split (seed 0)")
+    p.add_argument("--out", required=True, help="the weights (.pt) to write, and a .json beside them")
+    add_optim_args(p)
+
+
+def _finetune_args(p) -> None:
+    _dataset_job_args(p)
     p.add_argument("--method", required=True, choices=spec.METHOD_NAMES)
     p.add_argument("--variant", required=True)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--prepared", required=True)
-    p.add_argument("--backbone", required=True)
     p.add_argument("--saliency", default=None, help="Step-1 saliency weights (approach_a/b)")
     p.add_argument("--maps", default=None, help="the dataset's SMIC saliency maps, from smic-maps (smic)")
     p.add_argument("--synthetic", action="store_true", help="label the results as synthetic")
-    p.add_argument("--run", nargs=4, action="append", metavar=("K", "SEED", "SPLIT", "OUT_DIR"),
-                   help="one run: k (or K), seed, its split file and its output folder; repeat for each run")
-    p.add_argument("--runs", default=None, metavar="JSON",
-                   help="every run at once, [[k, seed, split, out_dir], ...] (what the workflow passes)")
+    _runs_args(p, ("K", "SEED", "SPLIT", "OUT_DIR"), "run: k (or K), seed, its split file and its output folder")
     g = p.add_argument_group("a single run (instead of --run)")
     g.add_argument("--k", default=None, help="training images per class, or K for all")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--split", default=None)
     g.add_argument("--out-dir", default=None)
     add_optim_args(p)
-    p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("probe", help="reference row (not in the paper): logistic regression on frozen features",
-                       description="A linear probe: scikit-learn logistic regression on the frozen backbone's pooled "
-                                   "features (centre crops), per k and seed on the same splits as Step 2; C chosen "
-                                   "on validation. Not a method of the paper: the simplest use of the same features.")
-    p.add_argument("--arch", required=True, choices=spec.ARCHS)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--prepared", required=True)
-    p.add_argument("--backbone", required=True, help="Step 0's backbone.pt")
-    p.add_argument("--run", nargs=3, action="append", metavar=("K", "SEED", "SPLIT"),
-                   help="one probe: k, seed and its split file; repeat for each")
-    p.add_argument("--runs", default=None, metavar="JSON", help="every probe at once, [[k, seed, split], ...]")
+
+def _probe_args(p) -> None:
+    _dataset_job_args(p)
+    _runs_args(p, ("K", "SEED", "SPLIT"), "probe: k, seed and its split file")
     p.add_argument("--variant", default="", help="the main variant, to place the row in its table")
     p.add_argument("--synthetic", action="store_true", help="label the results as synthetic")
     p.add_argument("--input-size", type=int, default=settings.default("data.input_size"), help="network input side")
     add_device_arg(p)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True, help="probe.tsv to write")
-    p.set_defaults(func=cmd_probe)
+
+
+COMMANDS = (  # name, its function, its one-line help, its options
+    ("backbone", cmd_backbone, "Step 0: the RGB+joint weights", lambda p: _source_step_args(p, step1=False)),
+    ("pretrain-saliency", cmd_pretrain, "Step 1: train the saliency branch on the source set",
+     lambda p: _source_step_args(p, step1=True)),
+    ("finetune", cmd_finetune, "Step 2: fine-tuning runs (method, k, seed) of one job, in one process", _finetune_args),
+    ("probe", cmd_probe, "reference row (not in the paper): logistic regression on frozen features", _probe_args),
+)
+
+
+def register(sub) -> None:
+    for name, func, help_, add_args in COMMANDS:
+        p = sub.add_parser(name, help=help_, description=func.__doc__ or help_)
+        add_args(p)
+        p.set_defaults(func=func)

@@ -39,11 +39,6 @@ RUN_COLUMNS += SAL_COLUMNS + ["run_dir"]
 SKIPPED_COLUMNS = ["run_dir", "arch", "dataset", "method", "variant", "k", "seed", "num_classes", "n_test", "reason"]
 
 
-# Re-exported, not a copy: halsal/report/health.py and plots.py still import it from here
-# (remove this line once they import halsal.spec's).
-parse_variant = spec.parse_variant
-
-
 def variant_of(variant: str | dict, arch: str) -> str:
     """The main variant of ``arch``: ``variant`` is one variant for all, or {arch: variant}."""
     return variant.get(arch, "") if isinstance(variant, dict) else variant

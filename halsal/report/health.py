@@ -26,7 +26,8 @@ import pandas as pd
 
 from halsal.io import write_text, write_tsv
 from halsal import spec
-from halsal.report.aggregate import SYNTHETIC_NOTE, any_synthetic, k_sort_key, parse_variant, variant_of
+from halsal.report.aggregate import SYNTHETIC_NOTE, any_synthetic, k_sort_key, variant_of
+from halsal.spec import parse_variant
 from halsal.report.page import html_page
 from halsal.report.paper import ARCH_LABELS, method_labels
 from halsal.train.health import DEAD_THRESHOLD

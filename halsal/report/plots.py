@@ -124,7 +124,7 @@ def ablation_plot(runs: pd.DataFrame, default_variant: str, factor: str, path) -
     values of it. One panel per (arch, dataset, k); Baseline-RGB (no saliency branch, so no
     variant dependence) is the dashed reference line at the same k.
     """
-    from halsal.report.aggregate import parse_variant
+    from halsal.spec import parse_variant
 
     set_style()
     d = parse_variant(default_variant)

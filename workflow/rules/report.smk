@@ -232,6 +232,7 @@ rule report_data:
         info=[d["info"] for d in DATA_INPUTS.values() if d["info"]],
         manifest=[d["manifest"] for d in DATA_INPUTS.values()],
         splits=[path for d in DATA_INPUTS.values() for path in d["splits"].values()],
+        notes=[path for d in DATA_INPUTS.values() for path in d["notes"].values()],
     output:
         html=report(
             tree.report("data.html"),
