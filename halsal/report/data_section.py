@@ -34,7 +34,6 @@ from halsal.data.datasets import duplicate_groups
 from halsal.data.manifest import read_manifest
 from halsal.errors import HalsalError
 from halsal.io import write_text, write_tsv
-from halsal.report.cli import json_object
 from halsal.report.page import html_document
 
 SHOWN = 5  # ignored-file names shown per kind in the HTML (index.json keeps more)
@@ -312,52 +311,3 @@ def write_data_section(datasets: list[dict], inputs: dict, html_path, tsv_path, 
     write_tsv(tsv_path, items)
     write_text(html_path, data_html(summary, items))
     return summary, items
-
-
-def _pairs(values, what: str) -> dict:
-    out = {}
-    for v in values or []:
-        key, sep, val = v.partition("=")
-        if not sep:
-            raise HalsalError(f"--{what} expects name=value, got {v!r}")
-        out[key] = val
-    return out
-
-
-def cmd_data_report(args) -> None:
-    kinds, policies = _pairs(args.kinds, "kinds"), _pairs(args.policies, "policies")
-    entries = []
-    for name, role in [(d, "target") for d in args.targets] + ([(args.source, "source")] if args.source else []):
-        on_bad, too_few, duplicates = (policies.get(name, "").split(",") + ["", "", ""])[:3]
-        entry = {"name": name, "role": role, "kind": kinds.get(name, ""), "on_bad_image": on_bad,
-                 "too_few_images": too_few, "duplicates": duplicates}
-        if role == "source":
-            entry["seeds"] = [0]
-        elif args.seeds is not None:
-            entry["seeds"] = args.seeds
-        entries.append(entry)  # no "seeds": the keys of the dataset's "splits"
-    summary, items = write_data_section(entries, args.inputs, args.html, args.tsv, args.summary_tsv)
-    print(f"data-report: {len(summary)} datasets, {int((items.item == 'skipped_file').sum())} skipped files, "
-          f"{int((items.item == 'dropped_class').sum())} dropped classes, "
-          f"{int(summary['duplicate_groups'].sum()) if len(summary) else 0} groups of identical files -> {args.html}")
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("data-report", help="the report's Data section: skipped files, dropped classes, "
-                              "ignored files, identical files")
-    p.add_argument("--inputs", type=json_object, required=True, metavar="JSON",
-                   help='every file read, per dataset of --targets and --source: {"<dataset>": {"index": '
-                        '"<index.tsv>", "info": "<index.json>" or null (folder datasets only), "manifest": '
-                        '"<manifest.tsv>", "splits": {"<seed>": "<seed<s>.tsv>", ...}, "notes": {"<seed>": '
-                        '"<seed<s>.notes.txt>", ...} (optional: why a class was dropped)}, ...}')
-    p.add_argument("--targets", nargs="*", default=[], help="target datasets")
-    p.add_argument("--source", default=None, help="the source set (its split is seed 0)")
-    p.add_argument("--seeds", nargs="*", type=int, default=None,
-                   help="split seeds of the target datasets (default: the keys of each one's \"splits\"); a seed "
-                        "without a split file in --inputs is left out")
-    p.add_argument("--kinds", nargs="*", default=[], help="name=kind (folder, synthetic, cub200, ...)")
-    p.add_argument("--policies", nargs="*", default=[], help="name=on_bad_image,too_few_images[,duplicates]")
-    p.add_argument("--html", required=True)
-    p.add_argument("--tsv", required=True, help="one row per skipped file, dropped class, ignored file and duplicate")
-    p.add_argument("--summary-tsv", default=None, help="one row per dataset")
-    p.set_defaults(func=cmd_data_report)

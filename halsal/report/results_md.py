@@ -35,7 +35,6 @@ from halsal import spec
 from halsal.errors import HalsalError
 from halsal.io import atomic_write, write_text
 from halsal.report.paper import method_labels
-from halsal.report.cli import json_object
 from halsal.report.wall_time import wall_time
 from halsal.report.devices import devices_md
 
@@ -348,50 +347,3 @@ def publish(generated_md, doc, images_dir=None, elapsed_s: float | None = None, 
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
     write_text(doc, f"{head}{BEGIN}\n{body.rstrip()}\n{END}{tail}")
-
-
-def cmd_results_md(args) -> None:
-    bad = {k: v for k, v in args.benchmarks.items()
-           if not (isinstance(v, list) and all(isinstance(p, str) for p in v))}
-    if bad:
-        raise HalsalError(f"--benchmarks expects {{stage label: [benchmark .tsv paths]}}, got {bad}")
-    text = render(args.report_dir, args.arch, args.out, benchmarks=args.benchmarks, backbone_jsons=args.backbone,
-                  saliency_jsons=args.saliency, source=args.source, source_classes=args.source_classes,
-                  datasets=args.datasets, title=args.title, runs_tsv=args.runs, variant=args.variant)
-    print(f"results-md: {len(text.splitlines())} lines -> {args.out}")
-
-
-def cmd_publish_md(args) -> None:
-    publish(args.markdown, args.doc, args.images_dir, args.elapsed_s, args.command, args.elapsed_note)
-    print(f"publish-md: {args.markdown} -> {args.doc}")
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("results-md", help="the report's tables, Step 0/1, wall time and a few plots as one "
-                              "Markdown section (rule report_markdown)")
-    p.add_argument("--report-dir", required=True, help="results/report (table_<arch>.tsv, differences.tsv, ...)")
-    p.add_argument("--arch", default=spec.ARCHS[0], help="the architecture whose table is shown")
-    p.add_argument("--out", required=True, help="the Markdown file; its images go to results_md/ beside it")
-    p.add_argument("--benchmarks", type=json_object, default={}, metavar="JSON",
-                   help='the jobs\' benchmark files by row of the wall-time table, in row order: {"<stage label>": '
-                        '["<benchmark .tsv>", ...], ...}, e.g. {"datasets": [...], "finetune: approach_a": [...]}; '
-                        'a label without a file that exists and holds a row is left out')
-    p.add_argument("--backbone", nargs="*", default=[], help="Step 0's backbone.json files")
-    p.add_argument("--saliency", nargs="*", default=[], help="Step 1's saliency_<variant>.json files")
-    p.add_argument("--source", default="", help="the source set's name")
-    p.add_argument("--source-classes", type=int, default=None, help="the source set's class count (chance level)")
-    p.add_argument("--datasets", nargs="*", default=[], help="the target datasets (plots)")
-    p.add_argument("--title", default="Results")
-    p.add_argument("--runs", default=None, help="results/tables/runs.tsv (the selected epoch of each run)")
-    p.add_argument("--variant", default=None, help="the main variant of --arch (default: every run of --arch)")
-    p.set_defaults(func=cmd_results_md)
-
-    p = subparsers.add_parser("publish-md", help="splice results-md's section into a docs page between its "
-                              "BEGIN/END markers and copy its images beside the page")
-    p.add_argument("--markdown", required=True, help="results/report/results.md")
-    p.add_argument("--doc", required=True, help="the page, e.g. docs/results-photos.md")
-    p.add_argument("--images-dir", default=None, help="folder for the images, relative to the page")
-    p.add_argument("--elapsed-s", type=float, default=None, help="measured wall seconds of the whole run, stated at the top")
-    p.add_argument("--command", default="", help="the command whose time --elapsed-s is")
-    p.add_argument("--elapsed-note", default="", help="what --elapsed-s covers, printed beside it")
-    p.set_defaults(func=cmd_publish_md)
