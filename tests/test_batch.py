@@ -99,10 +99,13 @@ def test_failed_job_keeps_finished_runs_and_the_rerun_does_not_retrain_them(tiny
         steps.finetune_batch(_inputs(tiny), runs)
     monkeypatch.setattr(steps, "fit", real_fit)
     assert [(r.out_dir / "metrics.json").is_file() for r in runs] == [True, True, False]
-    # Snakemake deletes the declared outputs (metrics.json) of a failed job before the re-run.
-    for r in runs:
-        (r.out_dir / "metrics.json").unlink(missing_ok=True)
     kept = {r.out_dir: (r.out_dir / "history.tsv").stat().st_mtime_ns for r in runs[:2]}
+    digests = {r.out_dir: {n: records.file_sha256(r.out_dir / n) for n in records.RUN_FILES} for r in runs[:2]}
+    # Snakemake deletes the declared outputs (every file of each run) of a failed job before the
+    # re-run; the records' hard links in .kept/ survive.
+    for r in runs:
+        for name in ("metrics.json", *records.RUN_FILES):
+            (r.out_dir / name).unlink(missing_ok=True)
 
     trained = []
     real_run = steps.finetune_run
@@ -113,7 +116,8 @@ def test_failed_job_keeps_finished_runs_and_the_rerun_does_not_retrain_them(tiny
     assert trained == runs[2:]  # only the run the failure interrupted was trained
     assert "restored" in log[0] and "restored" in log[1] and log[2].endswith("training")
     for run_dir, mtime in kept.items():
-        assert (run_dir / "history.tsv").stat().st_mtime_ns == mtime  # untouched
+        assert (run_dir / "history.tsv").stat().st_mtime_ns == mtime  # put back as it was, not rewritten
+        assert {n: records.file_sha256(run_dir / n) for n in records.RUN_FILES} == digests[run_dir]
     for r, (metrics, _) in zip(runs, results):
         ref_dir = reference / r.out_dir.relative_to(tmp_path)
         assert _metrics(r.out_dir) == _metrics(ref_dir)

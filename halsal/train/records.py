@@ -77,10 +77,11 @@ def _link(src: Path, dst: Path) -> None:
 
 
 def _present(out_dir: Path, name: str, digest: str) -> bool:
-    """Whether the run's file ``name`` has ``digest``, put back from its kept link if it was deleted."""
+    """Whether the run's file ``name`` has ``digest``, put back from its kept link if it was deleted
+    (a file that is there but changed is not replaced: the run is trained again)."""
     path = out_dir / name
-    if path.is_file() and file_sha256(path) == digest:
-        return True
+    if path.exists():
+        return path.is_file() and file_sha256(path) == digest
     kept = out_dir / KEPT / name
     if kept.is_file() and file_sha256(kept) == digest:
         _link(kept, path)

@@ -102,7 +102,7 @@ rule report_tables:
     params:
         summary=CONFIG_SUMMARY,
         variant=VARIANT_ARG,
-        outdir=tree.report_dir,
+        outdir=lambda wc: tree.report_dir,
         archs=plan.archs,
         datasets=plan.datasets,
         methods=plan.methods,
@@ -164,7 +164,7 @@ rule report_plots:
     params:
         summary=CONFIG_SUMMARY,
         variant=VARIANT_ARG,
-        outdir=tree.report("plots"),
+        outdir=lambda wc: tree.report("plots"),
     log:
         tree.log("report", "plots"),
     benchmark:
@@ -293,7 +293,7 @@ rule report_markdown:
         md=tree.report("results.md"),
         images=directory(tree.report("results_md")),
     params:
-        report_dir=tree.report_dir,
+        report_dir=lambda wc: tree.report_dir,
         step1=lambda wildcards, input: f"--saliency {input.step1}" if input.step1 else "",
         datasets=plan.datasets,
         arch=MD_ARCH,

@@ -15,7 +15,7 @@ rule backbone:
         info=tree.backbone_info("{arch}"),
     params:
         weights=lambda wc: plan.weights_for(wc.arch),
-        prepared=tree.prepared(plan.source),
+        prepared=lambda wc: tree.prepared(plan.source),
         settings=step_settings("backbone"),
         fc_width=config["model"]["fc_width"],
     log:
@@ -47,7 +47,7 @@ rule pretrain_saliency:
         weights=tree.saliency("{arch}", "{variant}"),
         info=tree.saliency_info("{arch}", "{variant}"),
     params:
-        prepared=tree.prepared(plan.source),
+        prepared=lambda wc: tree.prepared(plan.source),
         settings=step_settings("pretrain"),
         source=plan.source,
     log:
