@@ -13,14 +13,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from halsal import settings
 from halsal.data.boxes import BOX_COLUMNS, CACHE_BOX_COLUMNS, box_to_cache
 from halsal.data.datasets import read_index
 from halsal.data.decode import decode_images
 from halsal.io import save_npy, write_json, write_tsv
 
 
-def prepare(index_tsv: str | Path, out_dir: str | Path, *, resize: int = 256, backend: str = "auto",
-            on_error: str = "raise", progress: bool = True) -> dict:
+def prepare(index_tsv: str | Path, out_dir: str | Path, *, resize: int = settings.default("data.resize"),
+            backend: str = settings.default("data.decode_backend"), on_error: str = settings.default("data.on_bad_image"),
+            progress: bool = True) -> dict:
     """Write ``out_dir/images.npy`` (N, resize, resize, 3) and ``out_dir/manifest.tsv``."""
     out_dir = Path(out_dir)
     index = read_index(index_tsv)

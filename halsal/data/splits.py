@@ -10,16 +10,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from halsal import settings
 from halsal.data.datasets import HASH_COLUMN, duplicate_groups
 from halsal.errors import HalsalError
 
-DUPLICATE_POLICIES = ("warn", "drop", "error")
+DUPLICATE_POLICIES = settings.choices("data.duplicates")
 SHOWN_GROUPS = 5  # duplicate groups named in an error message (index.json and the report list all)
 
 
-def make_split(index: pd.DataFrame, seed: int, *, val_per_class: int = 5, test_per_class: int = 5,
-               max_k: int = 1, too_few: str = "error", usable: pd.Series | None = None,
-               duplicates: str = "warn", name: str = "the dataset") -> tuple[pd.DataFrame, list[str]]:
+def make_split(index: pd.DataFrame, seed: int, *, val_per_class: int = settings.default("data.val_per_class"),
+               test_per_class: int = settings.default("data.test_per_class"), max_k: int = 1,
+               too_few: str = settings.default("data.too_few_images"), usable: pd.Series | None = None,
+               duplicates: str = settings.default("data.duplicates"), name: str = "the dataset") -> tuple[pd.DataFrame, list[str]]:
     """Assign every image a role (train/val/test) and a rank within its class and role.
 
     ``usable`` (boolean, aligned with ``index``; see :func:`usable_rows`) marks the images that

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from halsal import spec
+from halsal import settings, spec
 from halsal.data.manifest import manifest_path
 from halsal.data.smic_maps import load_maps, read_maps_info
 from halsal.errors import HalsalError
@@ -48,7 +48,7 @@ def _num_threads(threads: int | None) -> None:
 
 
 def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, source_split=None,
-             cfg: OptimConfig | None = None, input_size: int = 227, device=torch.device("cpu"),
+             cfg: OptimConfig | None = None, input_size: int = settings.default("data.input_size"), device=torch.device("cpu"),
              augment: dict | None = None, threads: int | None = None, fc_width: int = 4096) -> dict:
     """Step 0: write a torchvision-keyed state dict to ``out`` and a JSON summary beside it."""
     _num_threads(threads)
