@@ -36,11 +36,12 @@ from typing import Sequence
 
 import numpy as np
 
+from halsal import settings
 from halsal.data.decode_cpu import _pil_into, _torchvision_into
 from halsal.data.decode_dali import _dali_cause, _dali_into, _dali_pipeline
 from halsal.errors import HalsalError
 
-BACKENDS = ("auto", "dali-gpu", "dali-cpu", "torchvision", "pil")
+BACKENDS = settings.DECODE_BACKENDS  # the config schema's data.decode_backend choices
 SKIP_HINT = "set `data.on_bad_image: skip` in the config to skip such files (they are listed in the manifest)"
 
 
@@ -175,8 +176,9 @@ def resolve_backend(backend: str = "auto") -> str:
     return "dali-cpu" if dali_available() else "torchvision"
 
 
-def decode_images(files: Sequence, resize: int = 256, crop: int = 227, backend: str = "auto",
-                  on_error: str = "raise", progress: bool = True, **kw) -> DecodeResult:
+def decode_images(files: Sequence, resize: int = settings.default("data.resize"), crop: int = settings.default("data.input_size"),
+                  backend: str = settings.default("data.decode_backend"),
+                  on_error: str = settings.default("data.on_bad_image"), progress: bool = True, **kw) -> DecodeResult:
     """Decode ``files`` (one output row each, input order) with the bad-file policy ``on_error``.
 
     ``on_error='raise'``: the first bad file (truncated/corrupt, zero-byte, not an image) raises
