@@ -185,13 +185,18 @@ class Plan:
         return self._per_arch(self.config["model"].get("fusion", spec.DEFAULT_FUSION), arch, spec.DEFAULT_FUSION[arch])
 
     def weights_for(self, arch) -> str:
-        return self._per_arch(self.config["model"]["weights"], arch, "imagenet")
+        return self._per_arch(self.config["model"]["weights"], arch, settings.default("model.weights"))
 
     def variant_for(self, arch, depth=None, fusion=None, modulation=None) -> str:
         """The {variant} wildcard: saliency depth, fusion point, modulation equation."""
         m = self.config["model"]
-        return spec.format_variant(depth or m["saliency_depth"], fusion or self.fusion_for(arch),
-                                   modulation or m["modulation"])
+        return spec.format_variant(depth or m.get("saliency_depth", spec.PAPER_DEPTH), fusion or self.fusion_for(arch),
+                                   modulation or m.get("modulation", spec.PAPER_MODULATION))
+
+    @property
+    def fc_width(self) -> int:
+        """AlexNet's fc6/fc7 width (model.fc_width; default: AlexNet's own)."""
+        return self.config["model"].get("fc_width", spec.ALEXNET_FC_WIDTH)
 
     def check_fusion_points(self, archs=None) -> None:
         """A ValueError (at parse time) on a fusion point that the arch does not have."""

@@ -128,6 +128,8 @@ def check_vocabulary(config: dict) -> None:
     lists = {"archs": (config.get("archs", []), spec.ARCHS), "methods": (config.get("methods", []), spec.METHOD_NAMES),
              "ablations.archs": (abl.get("archs", []), spec.ARCHS),
              "ablations.methods": (abl.get("methods", []), spec.METHOD_NAMES)}
+    lists["model.modulation"] = ([model["modulation"]] if "modulation" in model else [], spec.MODULATIONS)
+    lists["ablations.modulations"] = (abl.get("modulations", []), spec.MODULATIONS)
     for key in ("weights", "fusion"):
         if isinstance(model.get(key), dict):
             lists[f"model.{key} (its keys)"] = (list(model[key]), spec.ARCHS)

@@ -81,6 +81,9 @@ FUSION_POINTS: dict[str, tuple[str, ...]] = {
 DEFAULT_FUSION = {"alexnet": "pool2", "resnet152": "layer2.0", "efficientnet_lite0": "stage2"}
 MODULATIONS = ("eq1", "eq2")  # Eq. 1: l * s;  Eq. 2 (the paper's choice): l * (s + 1)
 DEPTHS = (1, 2, 3, 4, 5)  # saliency-branch conv layers (Fig. 2; paper: 4)
+PAPER_DEPTH = 4  # the paper's saliency branch: four conv layers (Fig. 2, Sec. 4.2)
+PAPER_MODULATION = "eq2"  # Eq. 2, l * (s + 1) (Sec. 3.3)
+ALEXNET_FC_WIDTH = 4096  # AlexNet's fc6/fc7 (torchvision's ImageNet weights need it)
 
 VARIANT_PATTERN = r"d[1-5]-[A-Za-z0-9_.]+-eq[12]"
 _VARIANT = re.compile(r"^d(?P<depth>\d+)-(?P<fusion>[A-Za-z0-9_.]+)-(?P<modulation>eq[12])$")

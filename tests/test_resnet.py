@@ -11,7 +11,8 @@ from torchvision.models import resnet152 as tv_resnet152
 
 from halsal.errors import HalsalError
 from halsal.models import HalSalResNet, build_model, check_variant, frozen_bn_eval
-from halsal.models.resnet import DEFAULT_FUSION, UNITS
+from halsal import spec
+from halsal.models.resnet import UNITS
 from halsal.models.weights import WEIGHT_ENUMS, backbone_state_dict, imagenet_state_dict, load_backbone
 from halsal.train.steps import backbone
 from tests.conftest import assert_eq3_gradient
@@ -30,7 +31,7 @@ def _zero_saliency(model):
 
 def test_zero_saliency_equals_torchvision_resnet152(ref):
     model = build_model("resnet152", 5).eval()
-    assert model.fusion == DEFAULT_FUSION == "layer2.0"
+    assert model.fusion == spec.DEFAULT_FUSION["resnet152"] == "layer2.0"
     load_backbone(model, ref.state_dict())
     _zero_saliency(model)
     x = torch.randn(2, 3, 64, 64)

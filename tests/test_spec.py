@@ -50,12 +50,12 @@ def test_variant_round_trip_and_errors():
 
 
 def test_models_steps_and_report_use_the_spec():
-    from halsal.models import MODEL_CLASSES, DEFAULT_FUSION, check_variant
+    from halsal.models import MODEL_CLASSES, check_variant
     from halsal.report.paper import METHOD_LABELS
 
     for arch in spec.ARCHS:  # the networks split exactly at the spec's fusion points
         assert set(MODEL_CLASSES[arch].FUSION_POINTS) == set(spec.FUSION_POINTS[arch])
-        assert DEFAULT_FUSION[arch] in spec.FUSION_POINTS[arch]
+        assert spec.DEFAULT_FUSION[arch] in spec.FUSION_POINTS[arch]
     assert check_variant("resnet152", "d4-layer2.0-eq2")["fusion"] == "layer2.0"
     assert list(spec.METHOD_NAMES) == ["baseline", "scratch_sal", "smic", "approach_a", "approach_b"]  # Tables 1-2's rows
     assert METHOD_LABELS["approach_b"] == "Approach B"  # Approach A's frozen branch: tests/test_train.py

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from halsal import settings
+from halsal import settings, spec
 from halsal.errors import HalsalError
 
 D = settings.optim_defaults()
@@ -36,7 +36,7 @@ def add_optim_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     g.add_argument("--checkpoint-seconds", type=float, default=D["checkpoint_seconds"],
                    help="seconds between resumable checkpoints (0: every epoch)")
-    g.add_argument("--fc-width", type=int, default=settings.default("model.fc_width"),
+    g.add_argument("--fc-width", type=int, default=spec.ALEXNET_FC_WIDTH,
                    help="width of fc6/fc7 (AlexNet: 4096; ResNet-152 ignores it)")
     g.add_argument("--precision", choices=settings.choices("train.precision"), default=D["precision"],
                    help="training forward pass precision (bf16: torch.autocast; evaluation stays fp32)")

@@ -33,7 +33,6 @@ MODEL_CLASSES = {cls.ARCH: cls for cls in (HalSalAlexNet, HalSalResNet, HalSalEf
 SMIC_CLASSES = {cls.ARCH: cls for cls in (SMICAlexNet, SMICResNet, SMICEfficientNet)}
 if tuple(MODEL_CLASSES) != spec.ARCHS or tuple(SMIC_CLASSES) != spec.ARCHS:
     raise RuntimeError(f"the model registry {tuple(MODEL_CLASSES)} is not halsal.spec.ARCHS {spec.ARCHS}")
-DEFAULT_FUSION = spec.DEFAULT_FUSION
 # The input normalisation belongs to the weights: halsal.models.weights.normalisation(arch).
 
 
@@ -42,14 +41,14 @@ def build_model(
     num_classes: int,
     *,
     saliency: str = "hallucinated",
-    saliency_depth: int = 4,
+    saliency_depth: int = spec.PAPER_DEPTH,
     fusion: str | None = None,
-    modulation: str = "eq2",
-    fc_width: int = 4096,
+    modulation: str = spec.PAPER_MODULATION,
+    fc_width: int = spec.ALEXNET_FC_WIDTH,
 ):
     """A network for ``arch``. ``saliency`` is 'hallucinated', 'external' (SMIC) or 'none'.
 
-    ``fusion`` defaults to the paper's point for ``arch`` (``DEFAULT_FUSION``); ``fc_width``
+    ``fusion`` defaults to the paper's point for ``arch`` (``spec.DEFAULT_FUSION``); ``fc_width``
     (fc6/fc7) applies to AlexNet only; ResNet-152 and EfficientNet-Lite0 have a single fc layer.
     """
     if arch not in MODEL_CLASSES:
@@ -62,7 +61,7 @@ def build_model(
     return cls(
         num_classes=num_classes,
         saliency_depth=depth,
-        fusion=fusion or DEFAULT_FUSION[arch],
+        fusion=fusion or spec.DEFAULT_FUSION[arch],
         modulation=modulation,
         saliency="external" if saliency == "external" else "hallucinated",
         **extra,
@@ -129,4 +128,4 @@ def frozen_bn_eval(model) -> None:
 
 __all__ = ["build_model", "init_from_scratch", "check_variant", "state_classes", "shape_options", "frozen_bn_eval",
            "HalSalAlexNet", "HalSalResNet", "HalSalEfficientNet", "SMICAlexNet", "SMICResNet", "SMICEfficientNet",
-           "SaliencyBranch", "modulate", "MODEL_CLASSES", "SMIC_CLASSES", "DEFAULT_FUSION"]
+           "SaliencyBranch", "modulate", "MODEL_CLASSES", "SMIC_CLASSES"]

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torchvision.models import alexnet as tv_alexnet
 
+from halsal import spec
 from halsal.models.saliency import TwoBranchForward
 
 
@@ -37,20 +38,12 @@ class HalSalAlexNet(TwoBranchForward, nn.Module):
     FUSION_CHOICES = f"choose one of {sorted(FUSION_POINTS)}"
     TOP_KEY = "classifier.6.weight"  # the top layer's weight in the state dict (its rows: the classes)
 
-    def __init__(
-        self,
-        num_classes: int = 1000,
-        saliency_depth: int = 4,
-        fusion: str = "pool2",
-        modulation: str = "eq2",
-        dropout: float = 0.5,
-        saliency: str = "hallucinated",
-        fc_width: int = 4096,
-    ):
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5, fc_width: int = spec.ALEXNET_FC_WIDTH,
+                 **two_branch):
         super().__init__()
-        self.check_fusion(fusion)
+        options = self.two_branch_options(**two_branch)
         base = tv_alexnet(weights=None, num_classes=num_classes, dropout=dropout)
-        if fc_width != 4096:
+        if fc_width != spec.ALEXNET_FC_WIDTH:
             # fc6/fc7 narrower than AlexNet's 4096: only for CPU-sized demos (config
             # model.fc_width); torchvision's ImageNet weights need 4096.
             base.classifier[1] = nn.Linear(256 * 6 * 6, fc_width)
@@ -59,7 +52,7 @@ class HalSalAlexNet(TwoBranchForward, nn.Module):
         self.features = base.features
         self.avgpool = base.avgpool
         self.classifier = base.classifier
-        self.set_up_saliency(fusion, modulation, saliency, saliency_depth)
+        self.set_up_saliency(**options)
 
     # The three parts of Fig. 1.
     def rgb_branch(self, x: torch.Tensor) -> torch.Tensor:

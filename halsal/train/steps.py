@@ -49,7 +49,7 @@ def _num_threads(threads: int | None) -> None:
 
 def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, source_split=None,
              cfg: OptimConfig | None = None, input_size: int = settings.default("data.input_size"), device=torch.device("cpu"),
-             augment: dict | None = None, threads: int | None = None, fc_width: int = 4096) -> dict:
+             augment: dict | None = None, threads: int | None = None, fc_width: int = spec.ALEXNET_FC_WIDTH) -> dict:
     """Step 0: write a torchvision-keyed state dict to ``out`` and a JSON summary beside it."""
     _num_threads(threads)
     out = Path(out)

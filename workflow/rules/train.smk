@@ -17,7 +17,7 @@ rule backbone:
         weights=lambda wc: plan.weights_for(wc.arch),
         prepared=lambda wc: tree.prepared(plan.source),
         settings=step_settings("backbone"),
-        fc_width=config["model"]["fc_width"],
+        fc_width=plan.fc_width,
     log:
         tree.log("backbone", "{arch}"),
     benchmark:
