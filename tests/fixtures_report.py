@@ -198,7 +198,7 @@ rule all:
 rule fake_finetune:
     output:
         **{{f.split(".")[0]: tree.run_file("{{arch}}", "{{dataset}}", "{{method}}", "{{variant}}", "{{k}}", "{{seed}}", f)
-           for f in halsal_plan.RUN_FILES}},
+           for f in halsal_tree.RUN_FILES}},
     params:
         src=lambda wc: FIX + "/" + tree.run_dir(wc.arch, wc.dataset, wc.method, wc.variant, wc.k, wc.seed),
         dst=lambda wc: tree.run_dir(wc.arch, wc.dataset, wc.method, wc.variant, wc.k, wc.seed),

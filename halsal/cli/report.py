@@ -124,100 +124,107 @@ def cmd_publish_md(args) -> None:
     print(f"publish-md: {args.markdown} -> {args.doc}")
 
 
+# The report commands' options: (flag, argparse keywords), per command.
+# What each JSON option holds (the workflow builds them from its rules' declared inputs).
+JSON_HELP = {
+    "reference-maps": '{"<dataset>": "<maps.npy>", ...}: each dataset\'s spectral-residual maps, a reference row per '
+                      "dataset in the saliency-health table, on the same test images and resolution (not in the "
+                      "paper); {} or left out: none",
+    "qualitative": '{"<dataset>": {"images": "<prepared images.npy>", "index": "<index.tsv>"}, ...}: the files of '
+                   "each dataset whose images the grids show",
+    "data-report": 'every file read, per dataset of --targets and --source: {"<dataset>": {"index": "<index.tsv>", '
+                   '"info": "<index.json>" or null (folder datasets only), "manifest": "<manifest.tsv>", "splits": '
+                   '{"<seed>": "<seed<s>.tsv>", ...}, "notes": {"<seed>": "<seed<s>.notes.txt>", ...} (optional: '
+                   "why a class was dropped)}, ...}",
+    "benchmarks": 'the jobs\' benchmark files by row of the wall-time table, in row order: {"<stage label>": '
+                  '["<benchmark .tsv>", ...], ...}, e.g. {"datasets": [...], "finetune: approach_a": [...]}; a '
+                  "label without a file that exists and holds a row is left out",
+}
+
+RUN_TABLE_OPTIONS = (  # tables, plots and qualitative read runs.tsv
+    ("--runs", dict(required=True, help='results/tables/runs.tsv from `halsal aggregate`')),
+    ("--outdir", dict(required=True)),
+    ("--variant", dict(required=True, nargs='+', help="the main (non-ablation) variant, e.g. d4-pool2-eq2, or one per"
+                                                      " arch: alexnet=d4-pool2-eq2 resnet152=d4-layer2.0-eq2")),
+)
+
+COMMANDS = (  # name, its function, its one-line help, whether it reads runs.tsv, its options
+    ("aggregate", cmd_aggregate, 'metrics.json files -> runs.tsv (one row per run) and summary.csv', False, (
+        ("--metrics", dict(nargs='*', default=[], help='metrics.json files (the configured grid)')),
+        ("--runs-root", dict(help='also collect every metrics.json under this folder (results/runs)')),
+        ("--allow-missing", dict(action='store_true', help='skip listed metrics files that do not exist')),
+        ("--runs-tsv", dict(required=True)),
+        ("--summary-csv", dict(required=True)),
+        ("--accuracy-tsv", dict(help='mean/std/n per arch, dataset, method, variant, k')),
+    )),
+    ("tables", cmd_tables, "accuracy tables in the paper's layout, paired differences and saliency health (TSV, "
+                           "HTML); reads each run's predictions.tsv via runs.tsv's run_dir", True, (
+        ("--archs", dict(nargs='*', default=[], help="configured archs (others say 'not run')")),
+        ("--probe", dict(nargs='*', default=[], help="probe.tsv files of `halsal probe` (a reference row, not in the "
+                                                     "paper)")),
+        ("--reference-maps", dict(type=json_object, default={}, metavar="JSON", help=JSON_HELP["reference-maps"])),
+        ("--datasets", dict(nargs='*', default=[], help='configured datasets')),
+        ("--methods", dict(nargs='*', default=[], help="configured methods (others say 'not run')")),
+        ("--ks", dict(nargs='*', default=[], help='configured k values')),
+        ("--synthetic-datasets", dict(nargs='*', default=[], help='datasets to label as synthetic')),
+        ("--dataset-kinds", dict(nargs='*', default=[], help="name=kind per dataset (config `kind`): only "
+                                                             "flowers102/cub200/cars196 are compared with the paper")),
+    )),
+    ("plots", cmd_plots, 'accuracy/improvement vs k, Figures 2-3, learning curves (PNG)', True, (
+        ("--curve-dataset", dict(help='learning curves: dataset (default: the first)')),
+        ("--curve-k", dict(help='learning curves: k (default: the largest)')),
+        ("--curve-seed", dict(type=int, help='learning curves: seed (default: the first)')),
+    )),
+    ("qualitative", cmd_qualitative, 'Tables 3-4 grids and saliency galleries (PNG)', True, (
+        ("--inputs", dict(type=json_object, required=True, metavar="JSON", help=JSON_HELP["qualitative"])),
+        ("--datasets", dict(nargs='*', default=[])),
+        ("--arch", dict(help='architecture whose runs are shown (default: the first)')),
+    )),
+    ("data-report", cmd_data_report, "the report's Data section: skipped files, dropped classes, ignored files, "
+                                     "identical files", False, (
+        ("--inputs", dict(type=json_object, required=True, metavar="JSON", help=JSON_HELP["data-report"])),
+        ("--targets", dict(nargs='*', default=[], help='target datasets')),
+        ("--source", dict(default=None, help='the source set (its split is seed 0)')),
+        ("--seeds", dict(nargs='*', type=int, default=None, help="split seeds of the target datasets (default: the "
+                                                                 'keys of each one\'s "splits"); a seed without a '
+                                                                 "split file in --inputs is left out")),
+        ("--kinds", dict(nargs='*', default=[], help='name=kind (folder, synthetic, cub200, ...)')),
+        ("--policies", dict(nargs='*', default=[], help='name=on_bad_image,too_few_images[,duplicates]')),
+        ("--html", dict(required=True)),
+        ("--tsv", dict(required=True, help='one row per skipped file, dropped class, ignored file and duplicate')),
+        ("--summary-tsv", dict(default=None, help='one row per dataset')),
+    )),
+    ("results-md", cmd_results_md, "the report's tables, Step 0/1, wall time and a few plots as one Markdown section "
+                                   "(rule report_markdown)", False, (
+        ("--report-dir", dict(required=True, help='results/report (table_<arch>.tsv, differences.tsv, ...)')),
+        ("--arch", dict(default=spec.ARCHS[0], help='the architecture whose table is shown')),
+        ("--out", dict(required=True, help='the Markdown file; its images go to results_md/ beside it')),
+        ("--benchmarks", dict(type=json_object, default={}, metavar="JSON", help=JSON_HELP["benchmarks"])),
+        ("--backbone", dict(nargs='*', default=[], help="Step 0's backbone.json files")),
+        ("--saliency", dict(nargs='*', default=[], help="Step 1's saliency_<variant>.json files")),
+        ("--source", dict(default='', help="the source set's name")),
+        ("--source-classes", dict(type=int, default=None, help="the source set's class count (chance level)")),
+        ("--datasets", dict(nargs='*', default=[], help='the target datasets (plots)')),
+        ("--title", dict(default='Results')),
+        ("--runs", dict(default=None, help='results/tables/runs.tsv (the selected epoch of each run)')),
+        ("--variant", dict(default=None, help='the main variant of --arch (default: every run of --arch)')),
+    )),
+    ("publish-md", cmd_publish_md, "splice results-md's section into a docs page between its BEGIN/END markers and "
+                                   "copy its images beside the page", False, (
+        ("--markdown", dict(required=True, help='results/report/results.md')),
+        ("--doc", dict(required=True, help='the page, e.g. docs/results-photos.md')),
+        ("--images-dir", dict(default=None, help='folder for the images, relative to the page')),
+        ("--elapsed-s", dict(type=float, default=None, help="measured wall seconds of the whole run, stated at the "
+                                                            "top")),
+        ("--command", dict(default='', help='the command whose time --elapsed-s is')),
+        ("--elapsed-note", dict(default='', help='what --elapsed-s covers, printed beside it')),
+    )),
+)
+
+
 def register(subparsers) -> None:
-    p = subparsers.add_parser("aggregate", help="metrics.json files -> runs.tsv (one row per run) and summary.csv")
-    p.add_argument("--metrics", nargs="*", default=[], help="metrics.json files (the configured grid)")
-    p.add_argument("--runs-root", help="also collect every metrics.json under this folder (results/runs)")
-    p.add_argument("--allow-missing", action="store_true", help="skip listed metrics files that do not exist")
-    p.add_argument("--runs-tsv", required=True)
-    p.add_argument("--summary-csv", required=True)
-    p.add_argument("--accuracy-tsv", help="mean/std/n per arch, dataset, method, variant, k")
-    p.set_defaults(func=cmd_aggregate)
-
-    def common(p):
-        p.add_argument("--runs", required=True, help="results/tables/runs.tsv from `halsal aggregate`")
-        p.add_argument("--outdir", required=True)
-        p.add_argument("--variant", required=True, nargs="+",
-                       help="the main (non-ablation) variant, e.g. d4-pool2-eq2, or one per arch: "
-                            "alexnet=d4-pool2-eq2 resnet152=d4-layer2.0-eq2")
-
-    p = subparsers.add_parser("tables", help="accuracy tables in the paper's layout, paired differences and "
-                              "saliency health (TSV, HTML); reads each run's predictions.tsv via runs.tsv's run_dir")
-    common(p)
-    p.add_argument("--archs", nargs="*", default=[], help="configured archs (others say 'not run')")
-    p.add_argument("--probe", nargs="*", default=[], help="probe.tsv files of `halsal probe` (a reference row, not in the paper)")
-    p.add_argument("--reference-maps", type=json_object, default={}, metavar="JSON",
-                   help='{"<dataset>": "<maps.npy>", ...}: each dataset\'s spectral-residual maps (results/smic/'
-                        '<dataset>/maps.npy), a reference row per dataset in the saliency-health table, on the same '
-                        'test images and resolution (not in the paper); {} or left out: none')
-    p.add_argument("--datasets", nargs="*", default=[], help="configured datasets")
-    p.add_argument("--methods", nargs="*", default=[], help="configured methods (others say 'not run')")
-    p.add_argument("--ks", nargs="*", default=[], help="configured k values")
-    p.add_argument("--synthetic-datasets", nargs="*", default=[], help="datasets to label as synthetic")
-    p.add_argument("--dataset-kinds", nargs="*", default=[],
-                   help="name=kind per dataset (config `kind`): only flowers102/cub200/cars196 are compared with the paper")
-    p.set_defaults(func=cmd_tables)
-
-    p = subparsers.add_parser("plots", help="accuracy/improvement vs k, Figures 2-3, learning curves (PNG)")
-    common(p)
-    p.add_argument("--curve-dataset", help="learning curves: dataset (default: the first)")
-    p.add_argument("--curve-k", help="learning curves: k (default: the largest)")
-    p.add_argument("--curve-seed", type=int, help="learning curves: seed (default: the first)")
-    p.set_defaults(func=cmd_plots)
-
-    p = subparsers.add_parser("qualitative", help="Tables 3-4 grids and saliency galleries (PNG)")
-    common(p)
-    p.add_argument("--inputs", type=json_object, required=True, metavar="JSON",
-                   help='{"<dataset>": {"images": "<prepared images.npy>", "index": "<index.tsv>"}, ...}: the files '
-                        'of each dataset whose images the grids show')
-    p.add_argument("--datasets", nargs="*", default=[])
-    p.add_argument("--arch", help="architecture whose runs are shown (default: the first)")
-    p.set_defaults(func=cmd_qualitative)
-
-    p = subparsers.add_parser("data-report", help="the report's Data section: skipped files, dropped classes, "
-                              "ignored files, identical files")
-    p.add_argument("--inputs", type=json_object, required=True, metavar="JSON",
-                   help='every file read, per dataset of --targets and --source: {"<dataset>": {"index": '
-                        '"<index.tsv>", "info": "<index.json>" or null (folder datasets only), "manifest": '
-                        '"<manifest.tsv>", "splits": {"<seed>": "<seed<s>.tsv>", ...}, "notes": {"<seed>": '
-                        '"<seed<s>.notes.txt>", ...} (optional: why a class was dropped)}, ...}')
-    p.add_argument("--targets", nargs="*", default=[], help="target datasets")
-    p.add_argument("--source", default=None, help="the source set (its split is seed 0)")
-    p.add_argument("--seeds", nargs="*", type=int, default=None,
-                   help="split seeds of the target datasets (default: the keys of each one's \"splits\"); a seed "
-                        "without a split file in --inputs is left out")
-    p.add_argument("--kinds", nargs="*", default=[], help="name=kind (folder, synthetic, cub200, ...)")
-    p.add_argument("--policies", nargs="*", default=[], help="name=on_bad_image,too_few_images[,duplicates]")
-    p.add_argument("--html", required=True)
-    p.add_argument("--tsv", required=True, help="one row per skipped file, dropped class, ignored file and duplicate")
-    p.add_argument("--summary-tsv", default=None, help="one row per dataset")
-    p.set_defaults(func=cmd_data_report)
-
-    p = subparsers.add_parser("results-md", help="the report's tables, Step 0/1, wall time and a few plots as one "
-                              "Markdown section (rule report_markdown)")
-    p.add_argument("--report-dir", required=True, help="results/report (table_<arch>.tsv, differences.tsv, ...)")
-    p.add_argument("--arch", default=spec.ARCHS[0], help="the architecture whose table is shown")
-    p.add_argument("--out", required=True, help="the Markdown file; its images go to results_md/ beside it")
-    p.add_argument("--benchmarks", type=json_object, default={}, metavar="JSON",
-                   help='the jobs\' benchmark files by row of the wall-time table, in row order: {"<stage label>": '
-                        '["<benchmark .tsv>", ...], ...}, e.g. {"datasets": [...], "finetune: approach_a": [...]}; '
-                        'a label without a file that exists and holds a row is left out')
-    p.add_argument("--backbone", nargs="*", default=[], help="Step 0's backbone.json files")
-    p.add_argument("--saliency", nargs="*", default=[], help="Step 1's saliency_<variant>.json files")
-    p.add_argument("--source", default="", help="the source set's name")
-    p.add_argument("--source-classes", type=int, default=None, help="the source set's class count (chance level)")
-    p.add_argument("--datasets", nargs="*", default=[], help="the target datasets (plots)")
-    p.add_argument("--title", default="Results")
-    p.add_argument("--runs", default=None, help="results/tables/runs.tsv (the selected epoch of each run)")
-    p.add_argument("--variant", default=None, help="the main variant of --arch (default: every run of --arch)")
-    p.set_defaults(func=cmd_results_md)
-
-    p = subparsers.add_parser("publish-md", help="splice results-md's section into a docs page between its "
-                              "BEGIN/END markers and copy its images beside the page")
-    p.add_argument("--markdown", required=True, help="results/report/results.md")
-    p.add_argument("--doc", required=True, help="the page, e.g. docs/results-photos.md")
-    p.add_argument("--images-dir", default=None, help="folder for the images, relative to the page")
-    p.add_argument("--elapsed-s", type=float, default=None, help="measured wall seconds of the whole run, stated at the top")
-    p.add_argument("--command", default="", help="the command whose time --elapsed-s is")
-    p.add_argument("--elapsed-note", default="", help="what --elapsed-s covers, printed beside it")
-    p.set_defaults(func=cmd_publish_md)
+    for name, func, help_, reads_runs, options in COMMANDS:
+        p = subparsers.add_parser(name, help=help_, description=func.__doc__ or help_)
+        for flag, kw in (RUN_TABLE_OPTIONS if reads_runs else ()) + options:
+            p.add_argument(flag, **kw)
+        p.set_defaults(func=func)

@@ -3,7 +3,7 @@
 # `plan` and `tree`; no rule builds a path of its own or takes one apart.
 from snakemake.utils import validate, min_version
 
-from halsal import plan as halsal_plan, settings, smk_env, spec
+from halsal import plan as halsal_plan, settings, smk_env, spec, tree as halsal_tree
 
 min_version("9.0")
 
@@ -123,7 +123,7 @@ def finetune_input(ablation=False):
 
 def finetune_output(ablation=False):
     """Every file of each run of a job: the report reads them all."""
-    return {name.split(".")[0]: plan.job_outputs(ablation, name) for name in halsal_plan.RUN_FILES}
+    return {name.split(".")[0]: plan.job_outputs(ablation, name) for name in halsal_tree.RUN_FILES}
 
 
 def finetune_runs(wildcards):

@@ -5,9 +5,10 @@
 # per-dataset files live in directories registered through patterns=, so the report only
 # ever lists files that exist.
 
+from halsal.report.captions import config_summary
 
 CAPTIONS = "../../reports/captions"
-CONFIG_SUMMARY = plan.summary()
+CONFIG_SUMMARY = config_summary(plan)
 VARIANT_ARG = " ".join(f"{a}={v}" for a, v in plan.variants.items())
 
 
