@@ -2,7 +2,8 @@
 jobs the grid is batched into, and the report's targets. Torch-free (the Snakefile imports it
 at parse time), and testable without Snakemake.
 
-- :class:`Tree`: every path under ``results/``, ``logs/`` and ``benchmarks/``, written once;
+- :class:`halsal.tree.Tree` (``plan.tree``): every path under ``results/``, ``logs/`` and
+  ``benchmarks/``, written once;
 - :class:`Plan`: the datasets, variants, seeds per k, the fine-tuning grid (the main grid and
   the ablations), its jobs (``train.finetune_batch``), the probe runs, and the inputs of each
   report rule, all as explicit file lists.
@@ -22,8 +23,9 @@ from halsal.tree import JOB_NAME, Tree
 ABLATION_FACTORS = {"depth": "depths", "fusion": "fusions", "modulation": "modulations"}
 
 
-# The results tree: each path's template, over the tree's roots ({results}, {logs},
-# {benchmarks}) and its arthod and variant that
+@dataclass(frozen=True)
+class Job:
+    """One fine-tuning job: the runs ``(k, seed)`` of one arch, dataset, method and variant that
     one process trains (``train.finetune_batch``)."""
 
     arch: str
