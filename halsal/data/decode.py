@@ -41,6 +41,7 @@ from halsal.data.decode_cpu import _pil_into, _torchvision_into
 from halsal.data.decode_dali import _dali_cause, _dali_into, _dali_pipeline
 from halsal.errors import HalsalError
 
+_RESIZE, _CROP = settings.default("data.resize"), settings.default("data.input_size")  # the config's
 BACKENDS = settings.DECODE_BACKENDS  # the config schema's data.decode_backend choices
 SKIP_HINT = "set `data.on_bad_image: skip` in the config to skip such files (they are listed in the manifest)"
 
@@ -176,7 +177,7 @@ def resolve_backend(backend: str = "auto") -> str:
     return "dali-cpu" if dali_available() else "torchvision"
 
 
-def decode_images(files: Sequence, resize: int = settings.default("data.resize"), crop: int = settings.default("data.input_size"),
+def decode_images(files: Sequence, resize: int = _RESIZE, crop: int = _CROP,
                   backend: str = settings.default("data.decode_backend"),
                   on_error: str = settings.default("data.on_bad_image"), progress: bool = True, **kw) -> DecodeResult:
     """Decode ``files`` (one output row each, input order) with the bad-file policy ``on_error``.
@@ -204,21 +205,21 @@ def decode_images(files: Sequence, resize: int = settings.default("data.resize")
         return _run("dali-cpu", files, resize, crop, on_error, progress, **kw)
 
 
-def decode_pil(files: Sequence, resize: int = 256, crop: int = 227) -> np.ndarray:
+def decode_pil(files: Sequence, resize: int = _RESIZE, crop: int = _CROP) -> np.ndarray:
     return _run("pil", files, resize, crop, "raise", False).images
 
 
-def decode_torchvision(files: Sequence, resize: int = 256, crop: int = 227) -> np.ndarray:
+def decode_torchvision(files: Sequence, resize: int = _RESIZE, crop: int = _CROP) -> np.ndarray:
     return _run("torchvision", files, resize, crop, "raise", False).images
 
 
-def decode_dali_cpu(files: Sequence, resize: int = 256, crop: int = 227, batch_size: int = 64,
+def decode_dali_cpu(files: Sequence, resize: int = _RESIZE, crop: int = _CROP, batch_size: int = 64,
                     num_threads: int | None = None) -> np.ndarray:
     return _run("dali-cpu", files, resize, crop, "raise", False, batch_size=batch_size,
                 num_threads=num_threads).images
 
 
-def decode_dali_gpu(files: Sequence, resize: int = 256, crop: int = 227, batch_size: int = 64,
+def decode_dali_gpu(files: Sequence, resize: int = _RESIZE, crop: int = _CROP, batch_size: int = 64,
                     device_id: int = 0) -> np.ndarray:
     return _run("dali-gpu", files, resize, crop, "raise", False, batch_size=batch_size,
                 device_id=device_id).images
