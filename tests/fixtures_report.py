@@ -240,9 +240,10 @@ rule fake_models:
 
 rule fake_split:
     output:
-        "results/splits/{{dataset}}/seed{{seed}}.tsv",
+        split=tree.split("{{dataset}}", "{{seed}}"),
+        notes=tree.split_notes("{{dataset}}", "{{seed}}"),  # no class dropped
     shell:
-        "cp {{FIX}}/{{output}} {{output}}"
+        "cp {{FIX}}/{{output.split}} {{output.split}} && : > {{output.notes}}"
 """
 
 
