@@ -12,6 +12,7 @@ import pandas as pd
 
 from halsal import settings
 from halsal.data.datasets import HASH_COLUMN, duplicate_groups
+from halsal.data.manifest import ok_rows
 from halsal.errors import HalsalError
 
 DUPLICATE_POLICIES = settings.choices("data.duplicates")
@@ -194,7 +195,7 @@ def usable_rows(index: pd.DataFrame, manifest: pd.DataFrame) -> pd.Series:
     if len(manifest) != len(index) or list(manifest["path"]) != list(index["path"]):
         raise HalsalError(f"the prepared manifest ({len(manifest)} images) does not match the index "
                           f"({len(index)} images): re-run the prepare rule for this dataset")
-    return pd.Series(manifest.sort_values("row")["status"].to_numpy() == "ok", index=index.index)
+    return pd.Series(ok_rows(manifest, range(len(index))), index=index.index)
 
 
 def select(split: pd.DataFrame, role: str, k: str | int | None = None) -> pd.DataFrame:
