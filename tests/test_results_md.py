@@ -92,10 +92,15 @@ def test_accuracy_table_is_the_reports_cells_with_seed_counts(rendered):
 
 def test_selected_epochs_count_runs_that_stopped_at_the_last_epoch(rendered):
     e = _table(rendered.split("Epoch selected on validation")[1], "")  # the table after that sentence
-    b = _one(e, dataset="synth_fine", method="Approach B")
-    assert b["runs that selected the last epoch"] == "3 of 9" and b["epochs"] == "4"
-    assert b["selected epoch: median (min-max)"] == "3 (3-4)"
-    assert list(e.method) == ["Baseline-RGB", "Baseline-RGB + scratch SAL", "Approach A", "Approach B"]
+    # one row per dataset, k and method: the fixture's Approach B selects its last epoch at k = K only
+    b = _one(e, dataset="synth_fine", method="Approach B", k="K")
+    assert b["runs that selected the last epoch"] == "3 of 3" and b["epochs"] == "4"
+    assert b["selected epoch: median (min-max)"] == "4 (4-4)"
+    b1 = _one(e, dataset="synth_fine", method="Approach B", k="1")
+    assert b1["runs that selected the last epoch"] == "0 of 3" and b1["selected epoch: median (min-max)"] == "3 (3-3)"
+    assert list(e.k) == ["1"] * 4 + ["3"] * 4 + ["K"] * 4
+    assert list(e.method[:4]) == ["Baseline-RGB", "Baseline-RGB + scratch SAL", "Approach A", "Approach B"]
+    assert "optimizer steps" not in e.columns  # a budget in epochs: no steps column
 
 
 def test_differences_carry_both_intervals(rendered):

@@ -124,24 +124,27 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert target.read_text() == "whole" and oct(target.stat().st_mode & 0o777) != "0o600"
 
 
-def _cli(tiny, out, epochs):
+def _cli(tiny, out, epochs, extra=()):
     return [sys.executable, "-m", "halsal", "finetune", "--arch", "alexnet", "--method", "approach_b",
             "--variant", "d4-pool2-eq2", "--k", "K", "--seed", "3", "--dataset", "fine",
             "--prepared", str(tiny / "fine" / "prepared"), "--split", str(tiny / "fine" / "seed0.tsv"),
             "--backbone", str(tiny / "backbone.pt"), "--saliency", str(tiny / "sal.pt"), "--out-dir", str(out),
             "--epochs", str(epochs), "--lr", "0.01", "--batch-size", "4", "--input-size", "64",
             "--checkpoint-seconds", "0", "--threads", "1",
-            "--device", "cpu"]  # bit-identical resume is a CPU promise; on CUDA it holds to float rounding (tests/test_gpu.py)
+            "--device", "cpu", *extra]  # bit-identical resume is a CPU promise; on CUDA it holds to float rounding (tests/test_gpu.py)
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_result(tiny, tmp_path):
+@pytest.mark.parametrize("extra", [(), ("--steps", "17", "--eval-every", "5")], ids=["epochs", "steps-eval_every"])
+def test_killed_run_resumes_to_the_same_result(tiny, tmp_path, extra):
+    """Also with a budget in steps and validation every 5 steps (issue 25): the epochs that
+    were not validated, and the best of those that were, survive the kill."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     epochs = 6
-    subprocess.run(_cli(tiny, tmp_path / "ref", epochs), check=True, env=env, capture_output=True)
+    subprocess.run(_cli(tiny, tmp_path / "ref", epochs, extra), check=True, env=env, capture_output=True)
     # Kill a second run once it has checkpointed at least two epochs.
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(tiny, out, epochs), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_cli(tiny, out, epochs, extra), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline:
         ckpt = out / "checkpoint.pt"
@@ -158,12 +161,15 @@ def test_killed_run_resumes_to_the_same_result(tiny, tmp_path):
     proc.wait()
     assert not (out / "metrics.json").exists()  # nothing that looks finished
     assert (out / "checkpoint.pt").exists()
-    resumed = subprocess.run(_cli(tiny, out, epochs), check=True, env=env, capture_output=True, text=True)
+    resumed = subprocess.run(_cli(tiny, out, epochs, extra), check=True, env=env, capture_output=True, text=True)
     assert "resuming from" in resumed.stderr
     ref = json.loads((tmp_path / "ref" / "metrics.json").read_text())
     got = json.loads((out / "metrics.json").read_text())
-    for key in ("val_acc", "test_acc", "best_epoch"):
+    for key in ("val_acc", "test_acc", "best_epoch", "epochs"):
         assert got[key] == ref[key]
+    if extra:
+        assert got["steps"] == 17
+        assert pd.read_csv(out / "history.tsv", sep="\t")["val_acc"].isna().any()  # some epochs were not validated
     pd.testing.assert_frame_equal(pd.read_csv(out / "history.tsv", sep="\t").drop(columns=["seconds", "val_seconds"]),
                                   pd.read_csv(tmp_path / "ref" / "history.tsv", sep="\t").drop(columns=["seconds", "val_seconds"]))
     np.testing.assert_array_equal(np.load(out / "saliency.npz")["after"], np.load(tmp_path / "ref" / "saliency.npz")["after"])

@@ -18,6 +18,10 @@ def add_optim_args(p: argparse.ArgumentParser) -> None:
                    help="the step's settings as one JSON object with the config's keys "
                         f"({', '.join(settings.SETTINGS_KEYS)}); the workflow passes this. A flag given as well wins")
     g.add_argument("--epochs", type=int, default=D["epochs"])
+    g.add_argument("--steps", type=int, default=D["steps"],
+                   help="budget in optimizer steps, replacing --epochs (the last epoch is cut short)")
+    g.add_argument("--eval-every", type=int, default=D["eval_every"],
+                   help="optimizer steps between validations (default: every epoch; the last epoch always)")
     g.add_argument("--lr", type=float, default=D["lr"])
     g.add_argument("--optimizer", choices=settings.choices("definitions.optim.optimizer"), default=D["optimizer"],
                    help="adam: L2 weight decay in the gradient; adamw: decoupled weight decay")
@@ -71,7 +75,7 @@ def apply_settings(parser: argparse.ArgumentParser, args: argparse.Namespace, ar
 def optim_config(args):
     from halsal.train.loop import OptimConfig
 
-    return OptimConfig(epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
+    return OptimConfig(epochs=args.epochs, steps=args.steps, eval_every=args.eval_every, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
                        weight_decay=args.weight_decay, batch_size=args.batch_size,
                        checkpoint_seconds=args.checkpoint_seconds, saliency_lr=args.saliency_lr,
                        precision=args.precision, channels_last=args.channels_last)

@@ -27,7 +27,7 @@ from halsal.io import atomic_write, write_tsv
 SYNTHETIC_NOTE = "SYNTHETIC data \u2014 not a reproduction of the paper"
 RUN_COLUMNS = [
     "arch", "dataset", "method", "variant", "depth", "fusion", "modulation", "k", "seed",
-    "synthetic", "num_classes", "input_size", "epochs", "best_epoch", "val_acc", "test_acc",
+    "synthetic", "num_classes", "input_size", "epochs", "steps", "best_epoch", "val_acc", "test_acc",
     "n_train", "n_val", "n_test", "weights", "wall_seconds", "device", "saliency_maps",
 ]
 # metrics.json's "saliency" object ({"before"|"val"|"test": stats}, runs with a map only;

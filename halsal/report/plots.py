@@ -221,8 +221,8 @@ def learning_curves(runs: pd.DataFrame, variant: str, path, dataset=None, k=None
     pal = {labels[m]: c for m, c in PALETTE.items()}
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     sns.lineplot(data=hist, x="epoch", y="train_loss", hue="Method", palette=pal, ax=a1)
-    hist = hist.assign(val_pct=hist.val_acc * 100)
-    sns.lineplot(data=hist, x="epoch", y="val_pct", hue="Method", palette=pal, ax=a2, legend=False)
+    hist = hist.assign(val_pct=hist.val_acc * 100).dropna(subset=["val_pct"])  # the validated epochs (eval_every)
+    sns.lineplot(data=hist, marker="o", x="epoch", y="val_pct", hue="Method", palette=pal, ax=a2, legend=False)
     for _, r in sel.iterrows():  # the selected epoch (best validation accuracy)
         if r.best_epoch == r.best_epoch and r.best_epoch is not None:
             a2.axvline(float(r.best_epoch), color=PALETTE[r.method], ls=":", lw=1)

@@ -34,6 +34,7 @@ import pandas as pd
 from halsal import spec
 from halsal.errors import HalsalError
 from halsal.io import atomic_write, write_text
+from halsal.report.aggregate import k_sort_key
 from halsal.report.paper import method_labels
 from halsal.report.wall_time import wall_time
 from halsal.report.devices import devices_md
@@ -101,8 +102,9 @@ def accuracy_md(table_tsv) -> tuple[str, list[str]]:
 
 
 def epochs_md(runs_tsv, arch: str, variant: str | None = None, datasets=()) -> str:
-    """Per dataset and method: the epoch selected on validation (median, range) and how many
-    runs selected the last epoch (many: training may have stopped too early)."""
+    """Per dataset, k and method: the budget (optimizer steps, where the config set one, and
+    epochs), the epoch selected on validation (median, range) and how many runs selected the
+    last epoch (many: training may have stopped too early; the last epoch is always validated)."""
     r = pd.read_csv(runs_tsv, sep="\t")
     r = r[(r.arch == arch) & ((r.variant == variant) if variant else True)]
     if not len(r):
@@ -110,14 +112,25 @@ def epochs_md(runs_tsv, arch: str, variant: str | None = None, datasets=()) -> s
     labels = method_labels(r)
     d_order = {d: i for i, d in enumerate([*datasets, *sorted(set(r.dataset) - set(datasets))])}
     m_order = {m: i for i, m in enumerate(spec.METHOD_NAMES)}
+    steps = "steps" in r and r["steps"].notna().any()
     rows = []
-    for (dataset, method), g in sorted(r.groupby(["dataset", "method"]),
-                                       key=lambda item: (d_order[item[0][0]], m_order.get(item[0][1], 99))):
+    for (dataset, k, method), g in sorted(r.groupby(["dataset", "k", "method"]),
+                                          key=lambda item: (d_order[item[0][0]], k_sort_key(str(item[0][1])),
+                                                            m_order.get(item[0][2], 99))):
         last = int((g.best_epoch >= g.epochs).sum())
-        rows.append({"dataset": dataset, "method": labels.get(method, method), "epochs": int(g.epochs.max()),
-                     "selected epoch: median (min-max)": f"{g.best_epoch.median():g} ({g.best_epoch.min()}-{g.best_epoch.max()})",
-                     "runs that selected the last epoch": f"{last} of {len(g)}"})
+        row = {"dataset": dataset, "k": k, "method": labels.get(method, method)}
+        if steps:
+            row["optimizer steps"] = _span(g["steps"])
+        row.update({"epochs": _span(g.epochs),
+                    "selected epoch: median (min-max)": f"{g.best_epoch.median():g} ({g.best_epoch.min()}-{g.best_epoch.max()})",
+                    "runs that selected the last epoch": f"{last} of {len(g)}"})
+        rows.append(row)
     return md_table(pd.DataFrame(rows))
+
+
+def _span(values: pd.Series) -> str:
+    lo, hi = values.min(), values.max()
+    return "—" if pd.isna(lo) else f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
 
 
 def differences_md(diff_tsv) -> str:

@@ -18,7 +18,7 @@ from halsal.data.boxes import crop_boxes
 from halsal.data.manifest import cache_boxes, ok_rows, read_prepared_manifest
 from halsal.data.splits import relabel, select
 from halsal.errors import HalsalError
-from halsal.train.device_cache import DeviceImages, upload
+from halsal.train.device_cache import DeviceImages, eval_batch_size, upload
 
 
 @dataclass
@@ -59,8 +59,9 @@ class DeviceImagesWithMaps(DeviceImages):
         maps = self.maps[idx[:, None, None], rows[:, :, None], cols[:, None, :]]
         return torch.cat([rgb, maps[:, None]], 1)
 
-    def eval_batches(self, batch_size: int = 128):
+    def eval_batches(self, batch_size: int | None = None):
         """Centre crops in order, the map as the 4th channel."""
+        batch_size = batch_size or eval_batch_size(self.device)
         off = (self.images.shape[-1] - self.input_size) // 2
         win = slice(off, off + self.input_size)
         for (x, y), start in zip(super().eval_batches(batch_size), range(0, len(self), batch_size)):

@@ -1,8 +1,11 @@
 """The training loop shared by Steps 0-2: epochs, validation-based epoch selection, resume.
 
-``fit`` trains the parameters that require grad, evaluates validation accuracy after every
-epoch, keeps the weights of the best validation epoch (ties: the earliest), and writes a
-resumable checkpoint after every epoch. Test accuracy is never looked at here: the caller
+``fit`` trains the parameters that require grad for a budget of epochs (``epochs``) or of
+optimizer steps (``steps``: the last epoch is cut short so the run takes exactly that many
+steps), evaluates validation accuracy on a cadence (``eval_every`` optimizer steps, at the first
+epoch end at or after each multiple; every epoch when unset; the last epoch always), keeps the
+weights of the best evaluated epoch (ties: the earliest), and writes resumable checkpoints at
+epoch ends. Test accuracy is never looked at here: the caller
 measures it once, on the selected weights.
 
 Determinism: the RNGs are re-seeded from (seed, epoch) at the start of every epoch, so a run
@@ -23,6 +26,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -48,6 +52,12 @@ class OptimConfig:
     (:func:`halsal.settings.optim_defaults`), so the CLI, the workflow and this class agree."""
 
     epochs: int = _DEFAULTS["epochs"]
+    # The budget in optimizer steps (None: ``epochs`` full epochs). Set, it replaces ``epochs``:
+    # small training sets (k = 1) get as many updates as large ones (docs/decisions.md).
+    steps: int | None = _DEFAULTS["steps"]
+    # Optimizer steps between validations (None: after every epoch); the last epoch is always
+    # validated, and the selected epoch is the best validated one.
+    eval_every: int | None = _DEFAULTS["eval_every"]
     lr: float = _DEFAULTS["lr"]
     optimizer: str = _DEFAULTS["optimizer"]
     momentum: float = _DEFAULTS["momentum"]
@@ -79,6 +89,8 @@ class FitResult:
     # The saliency stats on the validation images at the selected epoch (None without a map):
     # recorded when the epoch is validated, so nobody evaluates the validation set again.
     best_val_saliency: dict | None = None
+    epochs: int = 0  # the epochs the schedule ran (the last may be cut short by ``steps``)
+    steps: int = 0  # the optimizer steps the schedule ran
 
 
 def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -127,7 +139,7 @@ def seed_everything(seed: int, epoch: int = 0) -> torch.Generator:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: DeviceImages, batch_size: int = 128, with_saliency: bool = False, **fwd):
+def predict(model: nn.Module, data: DeviceImages, batch_size: int | None = None, with_saliency: bool = False, **fwd):
     """Predicted labels (and saliency maps) for ``data`` in order, with the model in eval mode."""
     was_training = model.training
     model.eval()
@@ -165,9 +177,36 @@ def accuracy(model: nn.Module, data: DeviceImages) -> float:
     return (predict(model, data) == data.labels.cpu()).float().mean().item()
 
 
+@dataclass(frozen=True)
+class Epoch:
+    """One epoch of a run's schedule: its optimizer steps, the steps done after it, and
+    whether validation follows it."""
+
+    steps: int
+    total_steps: int
+    evaluate: bool
+
+
+def schedule(n_train: int, cfg: OptimConfig) -> list[Epoch]:
+    """The epochs of a run on ``n_train`` images: ``cfg.steps`` optimizer steps (the last epoch
+    cut short) or ``cfg.epochs`` full epochs, each validated per ``cfg.eval_every``."""
+    per_epoch = max(1, math.ceil(n_train / cfg.batch_size))
+    if cfg.steps is not None:
+        n_epochs = math.ceil(cfg.steps / per_epoch)
+        steps = [per_epoch] * (n_epochs - 1) + [cfg.steps - per_epoch * (n_epochs - 1)]
+    else:
+        steps = [per_epoch] * cfg.epochs
+    out, done = [], 0
+    for i, n in enumerate(steps):
+        before, done = done, done + n
+        every = cfg.eval_every
+        out.append(Epoch(n, done, every is None or i == len(steps) - 1 or done // every > before // every))
+    return out
+
+
 def train_epoch(model: nn.Module, train: DeviceImages, optimizer: torch.optim.Optimizer, loss_fn, cfg: OptimConfig,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """One epoch of training steps: ``(loss sum, correct predictions, images)``.
+                generator: torch.Generator, max_steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One epoch of training steps (at most ``max_steps``): ``(loss sum, correct predictions, images)``.
 
     The sums stay on the device, so no step waits for the GPU (``loss.item()`` per batch did);
     the caller reads them once. The float64 loss sum equals, bit for bit, the Python-float sum
@@ -177,7 +216,9 @@ def train_epoch(model: nn.Module, train: DeviceImages, optimizer: torch.optim.Op
     total = 0
     loss_sum = torch.zeros((), dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
-    for x, y in train.train_batches(cfg.batch_size, generator):
+    for step, (x, y) in enumerate(train.train_batches(cfg.batch_size, generator)):
+        if max_steps is not None and step >= max_steps:
+            break
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, cfg.precision):
@@ -195,7 +236,7 @@ def train_epoch(model: nn.Module, train: DeviceImages, optimizer: torch.optim.Op
 def fit(model: nn.Module, train: DeviceImages, val: DeviceImages, cfg: OptimConfig, *, seed: int,
         checkpoint: str | Path | None = None, desc: str = "train", fingerprint: dict | None = None,
         train_mode=None, val_boxes=None) -> FitResult:
-    """Train ``model`` for ``cfg.epochs`` epochs; resume from ``checkpoint`` when it matches.
+    """Train ``model`` on :func:`schedule`'s epochs; resume from ``checkpoint`` when it matches.
 
     ``train_mode(model)`` switches the model to training mode (default ``model.train()``);
     Step 1 and Approach A use it to keep frozen parts in eval mode. ``val_boxes``: the validation
@@ -227,25 +268,30 @@ def fit(model: nn.Module, train: DeviceImages, val: DeviceImages, cfg: OptimConf
         else:
             tqdm.write(f"{desc}: ignoring {ckpt}, written for a different configuration", file=sys.stderr)
     last_ckpt = time.monotonic()
-    bar = tqdm(range(start, cfg.epochs), desc=desc, initial=start, total=cfg.epochs, unit="epoch", mininterval=1.0)
+    plan = schedule(len(train), cfg)
+    bar = tqdm(range(start, len(plan)), desc=desc, initial=start, total=len(plan), unit="epoch", mininterval=1.0)
     for epoch in bar:
         t0 = time.perf_counter()
         gen = seed_everything(seed, epoch)
         (train_mode or nn.Module.train)(model)
-        loss_sum, correct, total = train_epoch(model, train, optimizer, loss_fn, cfg, gen)
+        loss_sum, correct, total = train_epoch(model, train, optimizer, loss_fn, cfg, gen, plan[epoch].steps)
         t_val = time.perf_counter()  # val_seconds: the eval-cadence lever (on CUDA it also holds queued training work)
-        val_acc, val_sal, _, _ = evaluate(model, val, val_boxes)
+        val_acc = val_sal = None
+        if plan[epoch].evaluate:
+            val_acc, val_sal, _, _ = evaluate(model, val, val_boxes)
         loss_sum, correct = loss_sum.item(), int(correct.item())  # the epoch's one host sync
         t1 = time.perf_counter()
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(total, 1), "train_acc": correct / max(total, 1),
                "val_acc": val_acc, "seconds": round(t1 - t0, 3), "val_seconds": round(t1 - t_val, 3)}
+        if cfg.steps is not None or cfg.eval_every is not None:  # absent from runs on the default cadence
+            row["step"] = plan[epoch].total_steps
         if val_sal is not None:  # the epoch where a map dies shows in history.tsv
             row.update(val_dead_fraction=val_sal["dead_fraction"], val_saliency_mean=round(val_sal["mean"], 6))
         history.append(row)
-        if val_acc > best["acc"]:  # strict: ties keep the earliest epoch
+        if val_acc is not None and val_acc > best["acc"]:  # strict: ties keep the earliest epoch
             best = {"epoch": epoch + 1, "acc": val_acc, "state": copy.deepcopy(model.state_dict()), "sal": val_sal}
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{val_acc:.3f}", best=best["epoch"])
-        if ckpt and (epoch + 1 < cfg.epochs) and time.monotonic() - last_ckpt >= cfg.checkpoint_seconds:
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val="-" if val_acc is None else f"{val_acc:.3f}", best=best["epoch"])
+        if ckpt and (epoch + 1 < len(plan)) and time.monotonic() - last_ckpt >= cfg.checkpoint_seconds:
             last_ckpt = time.monotonic()
             torch_save(ckpt, {"fingerprint": key, "epoch": epoch + 1, "model": model.state_dict(),
                               "optimizer": optimizer.state_dict(), "history": history,
@@ -253,13 +299,13 @@ def fit(model: nn.Module, train: DeviceImages, val: DeviceImages, cfg: OptimConf
                               "best_saliency": best["sal"]})
     bar.close()
     return FitResult(best_state=best["state"], best_epoch=best["epoch"], best_val_acc=best["acc"], history=history,
-                     best_val_saliency=best["sal"])
+                     best_val_saliency=best["sal"], epochs=len(plan), steps=plan[-1].total_steps if plan else 0)
 
 
 def _fingerprint(cfg: OptimConfig, seed: int, extra: dict | None) -> str:
     # The speed-only settings enter the key only where they are not the default, so that
     # checkpoints written before they existed still resume.
-    defaults = {"precision": "fp32", "channels_last": False}
+    defaults = {"precision": "fp32", "channels_last": False, "steps": None, "eval_every": None}
     settings = {k: v for k, v in cfg.__dict__.items()
                 if k != "checkpoint_seconds" and not (k in defaults and v == defaults[k])}
     blob = json.dumps({"cfg": settings, "seed": seed, "extra": extra or {}}, sort_keys=True, default=str)

@@ -3,8 +3,12 @@
 The simplest use of the same backbone: its pooled features (the input of the top layer, no
 saliency branch, no training of the network), centre crops at the run's input size, then
 scikit-learn's multinomial logistic regression on the same k-shot train images, with the same
-splits and seeds as Step 2. The inverse regularisation ``C`` is chosen on the split's
-validation images (never on test); the test accuracy of that ``C`` is the row's value.
+splits and seeds as Step 2. The feature scaling (raw, or standardised on the train images) and
+the inverse regularisation ``C`` are chosen together on the split's validation images (never on
+test); the test accuracy of that choice is the row's value. The C grid starts at decades
+10^-3..10^1 and grows by a decade past whichever edge the best C sits on, so the chosen C is
+never at the grid's edge (up to :data:`C_LIMITS`). Each row records its scaling, its C and the
+grid searched.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ from halsal.models.weights import load_backbone, normalisation
 from halsal.train.device_cache import DeviceImages
 
 METHOD = "linear_probe"
-CS = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried on validation
+CS = tuple(10.0 ** e for e in range(-3, 2))  # the starting grid of inverse L2 strengths (1e-3 .. 10)
+C_LIMITS = (1e-6, 1e5)  # the grid grows past an edge up to these
+SCALINGS = ("raw", "standardised")  # chosen on validation with C
 
 
 @torch.no_grad()
 def pooled_features(arch: str, backbone_pt, images: np.ndarray, input_size: int, device=torch.device("cpu"),
-                    batch_size: int = 128) -> np.ndarray:
+                    batch_size: int | None = None) -> np.ndarray:
     """(N, D) features of the backbone's top-layer input for uint8 ``images`` (N, S, S, 3),
     centre-cropped to ``input_size`` and normalised as the weights expect."""
     state = torch_load(backbone_pt)
@@ -50,7 +56,6 @@ def pooled_features(arch: str, backbone_pt, images: np.ndarray, input_size: int,
 def probe_split(features: np.ndarray, split: pd.DataFrame, k, cs=CS) -> dict:
     """Fit on the k-shot train rows of ``split``, choose C on val, score test."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     split, names = relabel(split)
     if len(names) < 2:
@@ -61,20 +66,44 @@ def probe_split(features: np.ndarray, split: pd.DataFrame, k, cs=CS) -> dict:
             raise HalsalError(f"the split has no {role} images for k={k}")
     xs = {role: features[rows["row"].to_numpy()] for role, rows in parts.items()}
     ys = {role: rows["label"].to_numpy() for role, rows in parts.items()}
-    scaler = StandardScaler().fit(xs["train"])
-    xs = {role: scaler.transform(x) for role, x in xs.items()}
-    best = None
-    for c in cs:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # lbfgs convergence notes at large C on tiny k
-            clf = LogisticRegression(C=c, max_iter=2000).fit(xs["train"], ys["train"])
-        val = float((clf.predict(xs["val"]) == ys["val"]).mean())
-        if best is None or val > best[0]:  # ties keep the stronger regularisation (the earlier C)
-            best = (val, c, clf)
-    val, c, clf = best
-    test = float((clf.predict(xs["test"]) == ys["test"]).mean())
-    return {"C": c, "val_acc": val, "test_acc": test, "num_classes": len(names),
+    scaled = {"raw": xs, "standardised": _standardised(xs)}
+    tried: dict[tuple[str, float], tuple[float, np.ndarray, np.ndarray]] = {}  # val acc, weights, bias
+    models = {s_: LogisticRegression(max_iter=2000, warm_start=True) for s_ in SCALINGS}  # along the C path
+
+    def predict(scaling: str, c: float, role: str) -> np.ndarray:
+        _, coef, bias = tried[scaling, c]
+        return models[scaling].classes_[np.argmax(scaled[scaling][role] @ coef.T + bias, axis=1)]
+
+    grid = sorted(cs)
+    while True:
+        for scaling in SCALINGS:
+            for c in grid:
+                if (scaling, c) in tried:
+                    continue
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # lbfgs convergence notes at large C on tiny k
+                    clf = models[scaling].set_params(C=c).fit(scaled[scaling]["train"], ys["train"])
+                tried[scaling, c] = (0.0, clf.coef_.copy(), clf.intercept_.copy())
+                tried[scaling, c] = (float((predict(scaling, c, "val") == ys["val"]).mean()), *tried[scaling, c][1:])
+        # best val; ties keep raw features and then the stronger regularisation (the smaller C)
+        val, scaling, c = max((tried[s_, c_][0], -SCALINGS.index(s_), -c_) for s_, c_ in tried)
+        scaling, c = SCALINGS[-scaling], -c
+        if c == grid[0] and c / 10 >= C_LIMITS[0]:
+            grid.insert(0, c / 10)
+        elif c == grid[-1] and c * 10 <= C_LIMITS[1]:
+            grid.append(c * 10)
+        else:
+            break
+    test = float((predict(scaling, c, "test") == ys["test"]).mean())
+    return {"C": c, "scaling": scaling, "C_grid": f"{grid[0]:g}..{grid[-1]:g}", "val_acc": val, "test_acc": test, "num_classes": len(names),
             "n_train": len(ys["train"]), "n_val": len(ys["val"]), "n_test": len(ys["test"])}
+
+
+def _standardised(xs: dict) -> dict:
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(xs["train"])  # the train images' statistics only
+    return {role: scaler.transform(x) for role, x in xs.items()}
 
 
 def linear_probe(*, arch: str, dataset: str, backbone_pt, prepared, runs, input_size: int, out_tsv,

@@ -77,7 +77,7 @@ def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, 
         state = backbone_state_dict(model)
         info.update(source="trained from scratch on the source set", classes=data.class_names,
                     best_epoch=result.best_epoch, val_acc=result.best_val_acc, test_acc=accuracy(model, data.test),
-                    epochs=cfg.epochs)
+                    epochs=result.epochs)
     else:
         state = load_weights_file(weights)
         info["source"] = f"local file {weights}"
@@ -154,7 +154,7 @@ def pretrain_saliency(arch: str, variant: str, backbone_pt: str | Path, out: str
     test_acc, sal_test, _, _ = evaluate(model, data.test, data.boxes.get("test"))
     info = {"arch": arch, "variant": variant, "best_epoch": result.best_epoch, "val_acc": result.best_val_acc,
             "test_acc": test_acc, "num_classes": int(classes), "source_classes": len(data.class_names), **run_record(device, source_prepared),
-            "source_test": source_accuracy(model, data.test, allowed), "epochs": cfg.epochs,
+            "source_test": source_accuracy(model, data.test, allowed), "epochs": result.epochs,
             "saliency": {"before": sal_before, "val": sal_val, "test": sal_test}, "history": result.history}
     _warn_if_dead(sal_test, f"Step 1 ({arch}, {variant}) on the source set's test images")
     write_json(out.with_suffix(".json"), info)
@@ -318,7 +318,8 @@ def finetune_run(inputs: FinetuneInputs, run: FinetuneRun) -> dict:
     write_tsv(out_dir / "history.tsv", pd.DataFrame(result.history))
     metrics = {
         "arch": arch, "dataset": inputs.dataset, "method": method, "variant": variant, "k": str(k), "seed": seed,
-        "num_classes": len(names), "synthetic": inputs.synthetic, "input_size": input_size, "epochs": cfg.epochs,
+        "num_classes": len(names), "synthetic": inputs.synthetic, "input_size": input_size, "epochs": result.epochs,
+        **({"steps": result.steps} if cfg.steps is not None or cfg.eval_every is not None else {}),
         "best_epoch": result.best_epoch, "val_acc": result.best_val_acc, "test_acc": test_acc,
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test), "skipped_images": data.skipped,
         "config": {**cfg.__dict__, "augment": aug}, "weights": inputs.weights,

@@ -1,0 +1,88 @@
+"""The training budget in optimizer steps (``steps``) and the evaluation cadence (``eval_every``)
+of :func:`halsal.train.loop.fit` (GitHub issue 25)."""
+
+import pytest
+import torch
+
+from halsal.models import build_model
+from halsal.train import loop
+from halsal.train.device_cache import DeviceImages
+from halsal.train.loop import OptimConfig, fit, schedule
+
+
+def _data(n: int, seed: int = 0) -> DeviceImages:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 72, 72), dtype=torch.uint8, generator=g)
+    labels = torch.arange(n) % 2
+    return DeviceImages(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), torch.device("cpu"), 64, True, True,
+                        ((0.5,) * 3, (0.25,) * 3))
+
+
+def _model():
+    torch.manual_seed(0)
+    return build_model("alexnet", 2, fc_width=16, saliency="none")
+
+
+@pytest.mark.parametrize("n_train, batch, steps", [(10, 4, 7), (10, 4, 3), (10, 4, 9), (50, 32, 64), (102, 32, 40)])
+def test_steps_budget_runs_exactly_that_many_optimizer_steps(monkeypatch, n_train, batch, steps):
+    counted = []
+    make = loop.make_optimizer
+
+    def counting(model, cfg):
+        opt = make(model, cfg)
+        opt.register_step_post_hook(lambda *a: counted.append(1))
+        return opt
+
+    monkeypatch.setattr(loop, "make_optimizer", counting)
+    per_epoch = -(-n_train // batch)
+    cfg = OptimConfig(steps=steps, epochs=99, lr=1e-3, optimizer="adam", batch_size=batch)
+    plan = schedule(n_train, cfg)
+    assert sum(e.steps for e in plan) == steps and plan[-1].total_steps == steps
+    assert len(plan) == -(-steps // per_epoch) and all(e.steps == per_epoch for e in plan[:-1])
+    if n_train <= 10:  # the real loop too (the larger cases only check the schedule)
+        result = fit(_model(), _data(n_train), _data(6, 1), cfg, seed=0)
+        assert len(counted) == steps and result.steps == steps and result.epochs == len(plan)
+        assert [h["step"] for h in result.history] == [e.total_steps for e in plan]
+
+
+def test_epochs_budget_is_unchanged_without_steps():
+    plan = schedule(10, OptimConfig(epochs=3, batch_size=4))
+    assert [e.steps for e in plan] == [3, 3, 3] and all(e.evaluate for e in plan)
+
+
+@pytest.mark.parametrize("n_train, batch, steps, every, want", [
+    (10, 4, 12, 5, [2, 4]),  # 3 steps an epoch: epoch ends at 3, 6, 9, 12; multiples of 5 at 5, 10
+    (10, 4, 11, 6, [2, 4]),  # ends at 3, 6, 9, 11: 6 at epoch 2, then the last
+    (10, 4, 9, 100, [3]),  # only the last
+    (40, 4, 20, 10, [1, 2]),  # 10 steps an epoch
+])
+def test_eval_cadence_evaluates_after_each_multiple_and_always_the_last(n_train, batch, steps, every, want):
+    plan = schedule(n_train, OptimConfig(steps=steps, eval_every=every, batch_size=batch))
+    assert [i + 1 for i, e in enumerate(plan) if e.evaluate] == want
+
+
+def test_selection_is_among_the_evaluated_epochs_only(monkeypatch):
+    """Validation runs only on the cadence's epochs, and the selected epoch is the best of those."""
+    scores = []
+
+    def fake_evaluate(model, data, boxes=None):
+        return scores.pop(0), None, None, None
+
+    monkeypatch.setattr(loop, "evaluate", fake_evaluate)
+    cfg = OptimConfig(steps=12, eval_every=5, lr=1e-3, optimizer="adam", batch_size=4)  # evaluated: epochs 2, 4
+    scores[:] = [0.5, 0.9, 0.7]
+    result = fit(_model(), _data(10), _data(6, 1), cfg, seed=0)
+    assert scores == [0.7]  # two evaluations, not four (and not three)
+    assert [h["val_acc"] for h in result.history] == [None, 0.5, None, 0.9]
+    assert result.best_epoch == 4 and result.best_val_acc == 0.9
+    scores[:] = [0.9, 0.5]
+    result = fit(_model(), _data(10), _data(6, 1), cfg, seed=0)
+    assert result.best_epoch == 2  # an unevaluated epoch (1 or 3) is never selected
+
+
+def test_steps_and_eval_every_are_config_keys_with_the_schema_defaults():
+    from halsal import settings
+
+    d = settings.optim_defaults()
+    assert d["steps"] is None and d["eval_every"] is None
+    assert {"steps", "eval_every"} <= set(settings.SETTINGS_KEYS)
