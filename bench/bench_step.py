@@ -149,8 +149,8 @@ def run(args) -> tuple[list[dict], torch.device]:
     for m in models:
         if m not in MODELS + EXTRA:
             sys.exit(f"unknown model {m!r}; choose from {', '.join(MODELS + EXTRA)}")
-    if "bf16" in precisions and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        print(f"bf16: skipped ({torch.cuda.get_device_name(device)} has no bfloat16 support)")
+    if "bf16" in precisions and not bf16_native(device):
+        print(f"bf16: skipped ({torch.cuda.get_device_name(device)} only emulates bfloat16: compute capability < 8.0)")
         precisions = [p for p in precisions if p != "bf16"]
     flops = {m: step_flops(m, args.classes, args.size) for m in models}
     contenders = {m: Contender(m, args, device) for m in models}
@@ -190,6 +190,20 @@ def markdown(rows: list[dict]) -> str:
 
 
 # --- the training loop, before and after issue 11 -------------------------------------------
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether training's own check accepts bf16 here (halsal.train.loop.check_precision: compute
+    capability 8.0+ on CUDA; ``torch.cuda.is_bf16_supported()`` also accepts emulation, which
+    fails or crawls on V100/T4 and would lose gpu-check's whole table)."""
+    from halsal.errors import HalsalError
+    from halsal.train.loop import check_precision
+
+    try:
+        check_precision(device, "bf16")
+    except HalsalError:
+        return False
+    return True
+
 
 def _legacy_epoch(model, data, optimizer, loss_fn, batch_size, generator, precision):
     """The loop as it was: a host sync per batch for the loss and the accuracy, and four
@@ -238,7 +252,7 @@ def loop_compare(args) -> tuple[list[dict], torch.device]:
     loss_fn = torch.nn.CrossEntropyLoss()
     rows = []
     for p in [p for p in args.precisions.split(",") if p]:
-        if p == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        if p == "bf16" and not bf16_native(device):
             continue
         cfg = OptimConfig(batch_size=args.batch, lr=1e-4, precision=p)
         opt = make_optimizer(model, cfg)

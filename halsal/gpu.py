@@ -175,6 +175,8 @@ def resolve_device(name: str = "auto", gpus: int | None = None):
         raise HalsalError("train.device is 'cuda' but resources.gpu is 0, so the job was scheduled as a CPU job and "
                           "its GPUs are hidden (CUDA_VISIBLE_DEVICES=''): set resources.gpu: 1 (and the profile's "
                           "gpu= to your GPU count), or train.device: auto or cpu")
+    if gpus == 0:  # a CPU job (resources.gpu: 0): the CPU, whatever torch sees (claim_gpus hides the GPUs too)
+        return torch.device("cpu") if name == "auto" else torch.device(name)
     if name == "cuda" or (gpus or 0) > 0:
         reason = torch_gpu_reason()
         if reason:

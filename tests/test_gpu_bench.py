@@ -40,3 +40,17 @@ def test_pipeline_is_built_once_and_timed_over_passes(tmp_path, monkeypatch):
     counts = [one_pass() for _ in range(3)]
     assert built == ["cpu"]  # three passes, one pipeline
     assert counts == [6, 6, 6]  # ceil(5 / 2) batches of 2 per pass
+
+
+@pytest.mark.parametrize("capability, native", [((7, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_step_bench_runs_bf16_only_where_training_accepts_it(monkeypatch, capability, native):
+    """Issue 26, item 4: bench/bench_step.py asks training's own check (compute capability 8.0+),
+    not ``torch.cuda.is_bf16_supported()``, which also says yes to emulated bf16 (V100, T4)."""
+    import torch
+
+    bench_step = pytest.importorskip("bench_step")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "a fake GPU")
+    assert bench_step.bf16_native(torch.device("cuda")) is native
+    assert bench_step.bf16_native(torch.device("cpu")) is True

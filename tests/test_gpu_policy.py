@@ -96,12 +96,34 @@ def test_cpu_only_config_hides_the_gpus_and_auto_means_cpu():
         gpu.resolve_device("cuda", 0)
 
 
+def test_auto_with_no_gpus_is_the_cpu_even_where_torch_sees_a_gpu(monkeypatch):
+    """Issue 26, item 1: the contract of ``gpus == 0`` does not depend on claim_gpus having
+    emptied CUDA_VISIBLE_DEVICES before torch started (on a GPU machine torch still sees one)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert gpu.resolve_device("auto", 0) == torch.device("cpu")
+    assert gpu.resolve_device("cpu", 0) == torch.device("cpu")
+    assert gpu.resolve_device("auto", None) == torch.device("cuda")  # outside the workflow: torch decides
+
+
 def test_every_gpu_rule_claims_its_gpus():
     """Each rule that requests `gpu=gpu_resources()` runs `python -m halsal --gpus {resources.gpu}`."""
     for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
         for rule in re.split(r"\n(?=rule |use rule )", smk.read_text()):
             if "gpu=gpu_resources()" in rule:
                 assert "python -m halsal --gpus {resources.gpu} " in rule, f"{smk.name}: {rule.splitlines()[0]}"
+
+
+def test_every_gpu_rule_goes_to_the_slurm_gpu_partition():
+    """Issue 26, item 7: a rule that requests GPUs but is missing from the SLURM profile's
+    set-resources is sent to the CPU partition with --gpus=1."""
+    import yaml
+
+    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())["set-resources"]
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for rule in re.split(r"\n(?=rule |use rule )", smk.read_text()):
+            if "gpu=gpu_resources()" in rule:
+                name = re.match(r"(?:use )?rule (\w+)", rule).group(1)
+                assert profile.get(name, {}).get("slurm_partition") == "gpu", f"{smk.name}: rule {name}"
 
 
 @pytest.fixture
