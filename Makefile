@@ -77,7 +77,8 @@ bench: $(STAMP)
 # .venv (no $(STAMP)). The packages it lacks come from wheels in .whl/, fetched by
 # `make gpu-wheels` for GPU_PYTHON_VERSION (the GPU machine's Python), one package per pip
 # call, and installed one per call (a bad wheel blocks only what needs it); gpu-check fetches
-# them itself first where an index is reachable. Without a GPU it says so and exits 0.
+# them itself first where an index is reachable. Without an NVIDIA device it says so and
+# exits 0; with one that torch cannot use it prints torch's reason and exits 1.
 GPU_PYTHON_VERSION ?= 3.12
 gpu-wheels:
 	$(PYTHON) bench/gpu_check.py --fetch --python-version $(GPU_PYTHON_VERSION)

@@ -15,6 +15,14 @@ where missing, from wheels in ``.whl/``:
   .whl/site/<package>``: one folder per package, so a bad wheel costs only the tests that need
   it, and the ``nvidia`` namespace of DALI and nvimgcodec merges with the machine's).
 
+The pytest and bench subprocesses get the same packages (``.whl/site/*`` appended to their
+``sys.path``, after the machine's), ``PYTHONPATH`` led by ``.whl/boot``, whose ``nvidia/__init__.py``
+merges every ``nvidia`` folder on the path (so ``import nvidia.dali`` works even where the machine's
+``site-packages/nvidia`` is a regular package with an ``__init__.py``), and ``LD_LIBRARY_PATH`` led
+by the ``nvidia/*/lib`` folders of the machine and of ``.whl/site/*``: DALI and nvimgcodec find
+libnvjpeg, libnvjpeg2k, libnvtiff and libnvcomp through ``$ORIGIN``-relative RUNPATHs, which do not
+reach across the per-package folders.
+
 Then:
 
 1. the GPU tests, ``pytest -m gpu tests/test_gpu.py`` (which imports neither pandas nor
@@ -28,9 +36,12 @@ Then:
    configurations, fp32 and bf16, with the FLOP ratio; Approach B with cuDNN autotuning off
    (as before issue 11); and whole epochs of the training loop before/after issue 11.
 
-It ends with one markdown table to paste into docs/benchmarks.md. Without a CUDA GPU it says
-so and exits 0. With one, it exits 1 if a GPU test fails, and if torch sees the GPU but DALI
-does not (both versions printed).
+It ends with one markdown table to paste into docs/benchmarks.md. On a machine without an NVIDIA
+device (no ``nvidia-smi``, no ``/dev/nvidia0``) it says so and exits 0. On a machine with one whose
+torch cannot start CUDA (a driver too old for CUDA 13, a CPU-only torch, no torch), it prints
+torch's reason (``halsal.gpu.torch_gpu_reason()``) and exits 1: nothing was checked. With a GPU,
+it exits 1 if a GPU test fails, and if torch sees the GPU but DALI does not (both versions
+printed).
 """
 
 from __future__ import annotations
@@ -50,19 +61,33 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WHEELS = REPO / ".whl"
 SITE = WHEELS / "site"
+BOOT = WHEELS / "boot"  # PYTHONPATH of the subprocesses: holds only the nvidia/__init__.py below
 # distribution -> the module that shows it is there (None: check its metadata), in install
 # order; the machine's torch and torchvision are not fetched.
 PACKAGES = {
     # the GPU tests
     "pytest": "pytest", "iniconfig": None, "pluggy": None, "packaging": None, "Pygments": None,
-    "numpy": "numpy", "pillow": "PIL", "tqdm": "tqdm",
+    "numpy": "numpy", "scipy": "scipy", "pillow": "PIL", "tqdm": "tqdm",  # scipy: halsal/data/smic_maps.py
     # the end-to-end tests (prepare, splits, finetune), imported inside them
     "pandas": "pandas", "python-dateutil": "dateutil", "six": "six", "tzdata": None,
     # DALI and what it imports
     "nvidia-dali-cuda130": "nvidia.dali", "nvidia-nvimgcodec-cu13": None, "nvidia-libnvcomp-cu13": None,
     "astunparse": None, "gast": None, "libcst": None, "PyYAML": "yaml", "makefun": None, "nvtx": None,
     "optree": None, "typing_extensions": None, "wheel": None,
+    # the codec libraries nvimgcodec loads for DALI's `mixed` decoder (its extras [nvjpeg, nvjpeg2k,
+    # nvtiff]; without them `mixed` fails or decodes on the CPU). Files only: checked by metadata.
+    "nvidia-nvjpeg": None, "nvidia-nvjpeg2k-cu13": None, "nvidia-nvtiff-cu13": None,
 }
+# Where DALI (libdali*.so) and nvimgcodec (libnvimgcodec.so.0, its extensions) look for the CUDA
+# libraries, relative to an ``nvidia`` folder (their RUNPATHs, ``$ORIGIN/../<dir>``).
+NVIDIA_LIB_DIRS = ("cu13/lib", "nvjpeg/lib", "nvjpeg2k/lib", "nvtiff/lib", "libnvcomp/lib64", "nvcomp",
+                   "nvimgcodec", "cufft/lib", "npp/lib")
+# .whl/boot/nvidia/__init__.py: every ``nvidia`` folder on sys.path (the machine's first), then those
+# of .whl/site/* (for a process whose sys.path lacks them).
+NVIDIA_INIT = '''# Written by bench/gpu_check.py (make gpu-check): merges the nvidia namespace across folders.
+__path__ = __import__("pkgutil").extend_path(__path__, __name__)
+__path__ += [p for p in {portions!r} if p not in __path__ and __import__("os").path.isdir(p)]
+'''
 PHOTOS = REPO.parent / "shared" / "data" / "flowers102" / "images"
 
 
@@ -91,6 +116,19 @@ def installed(dist: str) -> bool:
 
 def nvidia_device() -> bool:
     return shutil.which("nvidia-smi") is not None or Path("/dev/nvidia0").exists()
+
+
+def torch_reason() -> str:
+    """Why torch cannot use CUDA here: ``halsal.gpu.torch_gpu_reason()`` (torch's own error)."""
+    try:
+        if str(REPO) not in sys.path:
+            sys.path.insert(0, str(REPO))
+        from halsal import gpu
+
+        reason = gpu.torch_gpu_reason()
+    except Exception as exc:  # the reason must not hide behind a second failure
+        return f"torch.cuda.is_available() is False (halsal.gpu.torch_gpu_reason() failed: {exc!r})"
+    return reason or "torch.cuda.is_available() is False"
 
 
 def driver_version() -> str:
@@ -149,11 +187,41 @@ def use_site() -> None:
     for d in site_dirs():
         if str(d) not in sys.path:
             sys.path.append(str(d))
-    if "nvidia" in sys.modules:  # a namespace already imported (torch's CUDA libraries): extend it
-        for d in site_dirs():
-            if (d / "nvidia").is_dir() and str(d / "nvidia") not in sys.modules["nvidia"].__path__:
-                sys.modules["nvidia"].__path__.append(str(d / "nvidia"))
     importlib.invalidate_caches()
+    try:  # a namespace package follows sys.path; a regular one (an __init__.py) must be extended
+        nvidia = sys.modules.get("nvidia") or importlib.import_module("nvidia")
+    except Exception:  # no nvidia folder anywhere (or a broken one): nothing to merge
+        return
+    if isinstance(getattr(nvidia, "__path__", None), list):
+        for d in site_dirs():
+            if (d / "nvidia").is_dir() and str(d / "nvidia") not in nvidia.__path__:
+                nvidia.__path__.append(str(d / "nvidia"))
+    importlib.invalidate_caches()
+
+
+def nvidia_folders() -> list[Path]:
+    """Every ``nvidia`` folder on sys.path, then in ``.whl/site/*``, in that order."""
+    out = []
+    for entry in [*sys.path, *map(str, site_dirs())]:
+        d = Path(entry or ".").resolve() / "nvidia"
+        if d.is_dir() and d not in out:
+            out.append(d)
+    return out
+
+
+def library_dirs() -> list[str]:
+    """The CUDA library folders of all ``nvidia`` folders, for ``LD_LIBRARY_PATH``."""
+    return [str(d / sub) for d in nvidia_folders() for sub in NVIDIA_LIB_DIRS if (d / sub).is_dir()]
+
+
+def write_boot() -> Path:
+    """(Re)write ``.whl/boot/nvidia/__init__.py``; returns the folder for PYTHONPATH."""
+    init = BOOT / "nvidia" / "__init__.py"
+    text = NVIDIA_INIT.format(portions=[str(d / "nvidia") for d in site_dirs() if (d / "nvidia").is_dir()])
+    if not init.is_file() or init.read_text() != text:
+        init.parent.mkdir(parents=True, exist_ok=True)
+        init.write_text(text)
+    return BOOT
 
 
 def _wheel_for(dist: str, folder: Path | None = None) -> Path | None:
@@ -203,10 +271,16 @@ def python_cmd(code: str) -> list[str]:
 
 
 def env() -> dict:
+    """The environment of the pytest and bench subprocesses: ``.whl/boot`` first on PYTHONPATH
+    (the merged ``nvidia`` namespace) and the CUDA library folders first on LD_LIBRARY_PATH."""
     e = dict(os.environ)
     cache = Path(tempfile.gettempdir()) / "halsal-gpu-check-cache"
     e.setdefault("MPLCONFIGDIR", str(cache / "matplotlib"))
     e.setdefault("XDG_CACHE_HOME", str(cache))
+    for var, first in (("PYTHONPATH", [str(write_boot())]), ("LD_LIBRARY_PATH", library_dirs())):
+        rest = [p for p in e.get(var, "").split(os.pathsep) if p and p not in first]
+        if first or rest:
+            e[var] = os.pathsep.join(first + rest)
     return e
 
 
@@ -356,9 +430,14 @@ def main(argv=None) -> int:
             f"(no nvidia-smi, no /dev/nvidia0). Nothing was tested; exiting 0.")
         return 0
     if not torch.cuda.is_available():
+        if nvidia_device():  # the case that matters: a GPU torch cannot use is a failure, with torch's reason
+            say(f"FAILED: this machine has an NVIDIA device (nvidia-smi or /dev/nvidia0), but torch cannot use "
+                f"it: {torch_reason()}. The pinned builds (torch cu130, DALI cuda130) need an NVIDIA driver >= 580; "
+                f"`nvidia-smi` prints it (driver {driver_version()}). Nothing was tested; exiting 1.")
+            return 1
         say(f"NO GPU CHECK: torch {torch.__version__} (CUDA build: {torch.version.cuda or 'none'}) sees no CUDA GPU "
-            f"(torch.cuda.is_available() is False){' although an NVIDIA device node exists' if nvidia_device() else ''}. "
-            f"Nothing was tested; exiting 0. Run `make gpu-check` on a machine with a GPU.")
+            f"(torch.cuda.is_available() is False) and the machine shows no NVIDIA device (no nvidia-smi, no "
+            f"/dev/nvidia0). Nothing was tested; exiting 0. Run `make gpu-check` on a machine with a GPU.")
         return 0
     t0 = time.perf_counter()
     still_missing = ensure_packages()

@@ -12,13 +12,20 @@ One GPU per job (``python -m halsal --gpus N <command>``, which every GPU rule r
   ``CUDA_VISIBLE_DEVICES`` to them. A slot is an ``flock`` on ``<lock dir>/gpu<id>.lock``,
   held by the process until it exits (also when it is killed), so jobs that Snakemake runs side
   by side (at most ``--resources gpu=<GPU count>`` GPUs at once) get different devices; a job
-  that finds every slot taken waits for one. The devices are those of a preset
-  ``CUDA_VISIBLE_DEVICES`` (an ``nvidia-smi -L`` count where there is none, or
-  ``HALSAL_GPU_COUNT``).
+  that finds every slot taken waits for one. The lock dir is one per machine,
+  ``/tmp/halsal-gpu-locks`` (mode 1777, lock files 0666), so the jobs of every user of the
+  machine's GPUs share them out (``HALSAL_GPU_LOCK_DIR`` names another, e.g. where /tmp is
+  private to each user). The devices are those of a preset ``CUDA_VISIBLE_DEVICES`` (an
+  ``nvidia-smi -L`` count where there is none, or ``HALSAL_GPU_COUNT``).
 - On SLURM, ``CUDA_VISIBLE_DEVICES`` is the job's allocation: it is kept as it is when the
   job may use all of it, and only narrowed (never replaced) when a group job with several GPUs
   runs several members at once; the slots are then private to the SLURM job
   (``<lock dir>/slurm-<job id>``), since two SLURM jobs on a node both see their GPU as 0.
+  Where SLURM sets no ``CUDA_VISIBLE_DEVICES`` (gres without ``File=``, the job's device cgroup
+  isolating its GPUs) the GPUs ``nvidia-smi -L`` lists inside the job are its allocation in the
+  same way, unless it lists more than SLURM gave the job (``SLURM_GPUS_ON_NODE``,
+  ``SLURM_STEP_GPUS``, ``SLURM_JOB_GPUS``): such a node does not isolate its GPUs, and its jobs
+  share them out by the machine-wide locks.
 """
 
 from __future__ import annotations
@@ -40,13 +47,49 @@ NEEDS = ("the pinned builds (torch 2.14.1+cu130, nvidia-dali-cuda130 2.4.0) need
 CPU_HINT = ("to run on the CPU on purpose, set train.device: cpu and resources.gpu: 0 in the config "
             "(data.decode_backend: dali-cpu for decoding)")
 _held: list = []  # open lock files: the slots this process holds until it exits
+# The slot locks of every user of this machine's GPUs (mode 1777); HALSAL_GPU_LOCK_DIR overrides it.
+SHARED_LOCK_DIR = Path("/tmp/halsal-gpu-locks")
 
 
-def lock_dir(env=os.environ) -> Path:
-    base = Path(env.get("HALSAL_GPU_LOCK_DIR") or Path("/tmp") / f"halsal-gpu-locks-{os.getuid()}")
-    if env.get("SLURM_JOB_ID") and env.get("CUDA_VISIBLE_DEVICES"):
+def lock_dir(env=os.environ, devices: list[str] | None = None) -> Path:
+    """The folder of the GPU slot locks: :data:`SHARED_LOCK_DIR` (or ``HALSAL_GPU_LOCK_DIR``),
+    shared by every user of this machine; ``<that>/slurm-<job id>`` for a SLURM job whose GPUs
+    are its own (:func:`slurm_owns_gpus`). ``devices``: :func:`visible_devices`, if known."""
+    base = Path(env.get("HALSAL_GPU_LOCK_DIR") or SHARED_LOCK_DIR)
+    if slurm_owns_gpus(env, devices):
         base = base / f"slurm-{env['SLURM_JOB_ID']}"
     return base
+
+
+def slurm_allocated(env=os.environ) -> int | None:
+    """How many GPUs SLURM gave this job on this node (None: not a SLURM job, or SLURM did not say)."""
+    if not env.get("SLURM_JOB_ID"):
+        return None
+    count = env.get("SLURM_GPUS_ON_NODE", "").strip()
+    if count.isdigit():
+        return int(count)
+    for key in ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS"):  # global ids, e.g. "2,3"
+        ids = [i for i in env.get(key, "").split(",") if i.strip()]
+        if ids:
+            return len(ids)
+    return None
+
+
+def slurm_owns_gpus(env=os.environ, devices: list[str] | None = None) -> bool:
+    """True where the devices this job sees are its SLURM allocation, which no other job on the
+    node sees: SLURM set ``CUDA_VISIBLE_DEVICES``, or it did not (gres without ``File=``,
+    isolation by the job's device cgroup only) and the job sees no more GPUs than SLURM gave it.
+    Such jobs number their GPUs from 0 each, so their slot locks must be private to the job.
+    A job that sees more GPUs than it was given (a node that does not isolate them) shares them
+    out with the other jobs of the node, by the machine-wide locks."""
+    if not env.get("SLURM_JOB_ID"):
+        return False
+    if env.get("CUDA_VISIBLE_DEVICES"):
+        return True
+    given = slurm_allocated(env)
+    if given is None:  # SLURM did not say: take what the job sees as its own
+        return True
+    return len(visible_devices(env) if devices is None else devices) <= given
 
 
 def visible_devices(env=os.environ) -> list[str]:
@@ -72,15 +115,71 @@ def nvidia_smi_count() -> int:
     return sum(line.startswith("GPU ") for line in out.stdout.splitlines()) if out.returncode == 0 else 0
 
 
+def _make_lock_folder(folder: Path, shared: bool) -> None:
+    """Create ``folder``; ``shared``: world-writable and sticky (mode 1777, like /tmp), so every
+    user's jobs create and open their locks there and none can delete another's."""
+    if not shared:
+        folder.mkdir(parents=True, exist_ok=True)
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    old = os.umask(0)
+    try:
+        os.mkdir(folder, 0o1777)  # created with its mode at once: no moment where others cannot write
+    except FileExistsError:
+        pass
+    finally:
+        os.umask(old)
+    st = folder.stat()
+    if (st.st_mode & 0o1777) != 0o1777 and st.st_uid == os.getuid():
+        os.chmod(folder, 0o1777)  # e.g. made by hand: mend it where we may
+
+
+def _open_lock(path: Path):
+    """The lock file at ``path``, opened (created mode 0666 where missing). An existing file is
+    opened without O_CREAT (fs.protected_regular refuses O_CREAT on another user's file in a
+    sticky folder), read-only where it is not writable: an flock needs no write access."""
+    while True:
+        try:
+            return os.fdopen(os.open(path, os.O_RDWR), "r+")
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            return os.fdopen(os.open(path, os.O_RDONLY), "r")
+        old = os.umask(0)
+        try:
+            return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), "r+")
+        except FileExistsError:  # another job created it just now: open theirs
+            continue
+        finally:
+            os.umask(old)
+
+
 def _try_lock(path: Path):
-    fh = open(path, "a+")
+    try:
+        fh = _open_lock(path)
+    except PermissionError as exc:
+        raise HalsalError(f"cannot open the GPU slot lock {path} ({exc.strerror}): every user of this machine's "
+                          f"GPUs must be able to create and open files in {path.parent} (mode 1777: "
+                          f"`chmod 1777 {path.parent}` by its owner), or set HALSAL_GPU_LOCK_DIR to a folder "
+                          "shared by all of them") from exc
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         fh.close()
         return None
-    fh.seek(0), fh.truncate(), fh.write(f"{os.getpid()}\n"), fh.flush()
+    if fh.writable():  # who holds it, for the waiting message of the next job
+        fh.seek(0), fh.truncate(), fh.write(f"pid {os.getpid()} uid {os.getuid()}\n"), fh.flush()
     return fh
+
+
+def _holders(folder: Path, devices: list[str]) -> str:
+    held = []
+    for dev in devices:
+        try:
+            held.append(f"GPU {dev}: {(folder / f'gpu{dev}.lock').read_text().strip() or '?'}")
+        except OSError:
+            pass
+    return "; ".join(held)
 
 
 def claim_gpus(n: int, env=os.environ, poll_s: float = 1.0, log=None) -> str:
@@ -95,14 +194,29 @@ def claim_gpus(n: int, env=os.environ, poll_s: float = 1.0, log=None) -> str:
     if not devices:  # nothing to share out; the device check names the problem
         log("gpus: no GPU found to claim (no CUDA_VISIBLE_DEVICES, no GPU in `nvidia-smi -L`)")
         return env.get("CUDA_VISIBLE_DEVICES", "")
-    if env.get("SLURM_JOB_ID") and env.get("CUDA_VISIBLE_DEVICES") and len(devices) <= n:
-        log(f"gpus: SLURM job {env['SLURM_JOB_ID']}: using its allocation CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}")
-        return env["CUDA_VISIBLE_DEVICES"]
+    own = slurm_owns_gpus(env, devices)
+    if own and len(devices) <= n:  # the job's whole allocation: nothing to share out, nothing to lock
+        if env.get("CUDA_VISIBLE_DEVICES"):
+            log(f"gpus: SLURM job {env['SLURM_JOB_ID']}: using its allocation CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}")
+        else:
+            log(f"gpus: SLURM job {env['SLURM_JOB_ID']}: using its allocation, the {len(devices)} GPU(s) its "
+                "device cgroup shows (SLURM set no CUDA_VISIBLE_DEVICES)")
+        return env.get("CUDA_VISIBLE_DEVICES", "")
+    if env.get("SLURM_JOB_ID") and not own:
+        log(f"gpus: SLURM job {env['SLURM_JOB_ID']} sees {len(devices)} GPUs but was given {slurm_allocated(env)}, "
+            "and SLURM set no CUDA_VISIBLE_DEVICES: this node does not isolate its GPUs; taking a free one "
+            "by the machine-wide locks")
     if n > len(devices):
         raise HalsalError(f"resources.gpu is {n} but this job can use only {len(devices)} GPU(s) "
                           f"({','.join(devices)}): lower resources.gpu")
-    folder = lock_dir(env)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = lock_dir(env, devices)
+    try:
+        _make_lock_folder(folder.parent if own else folder, shared=not env.get("HALSAL_GPU_LOCK_DIR"))
+        if own:
+            folder.mkdir(exist_ok=True)  # private to the SLURM job: the job's user's own
+    except OSError as exc:
+        raise HalsalError(f"cannot create the GPU slot lock folder {folder} ({exc.strerror}): set "
+                          "HALSAL_GPU_LOCK_DIR to a folder every user of this machine's GPUs can write") from exc
     waited = False
     while True:
         got = []
@@ -117,8 +231,9 @@ def claim_gpus(n: int, env=os.environ, poll_s: float = 1.0, log=None) -> str:
         for _, fh in got:  # all or nothing: never sit on part of a request
             fh.close()
         if not waited:
-            log(f"gpus: all {len(devices)} GPU slots in {folder} are taken; waiting for one "
-                "(the profile's gpu= is above the GPU count?)")
+            log(f"gpus: all {len(devices)} GPU slots in {folder} are taken ({_holders(folder, devices)}); "
+                "waiting for one (other jobs, maybe another user's, hold them; or the profile's gpu= is above "
+                "the GPU count)")
             waited = True
         time.sleep(poll_s)
     _held.extend(fh for _, fh in got)

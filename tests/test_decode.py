@@ -262,3 +262,177 @@ def test_prepare_records_the_fallback_backend(tmp_path, broken_gpu_decoder):
 
 
 # DALI's GPU decoder, per image, at 256/227, 256/256 and 224/200: tests/test_gpu.py.
+
+
+# --- a device fault is not a bad file (issue 26, item 8) --------------------------------------
+
+from halsal.data import decode_dali as DD  # noqa: E402
+
+DEVICE_ERRORS = [  # what DALI raises: the pipeline traceback (which quotes device="mixed"), then the cause
+    "CUDA runtime API error cudaErrorMemoryAllocation (2): out of memory",
+    "nvJPEG error (NVJPEG_STATUS_EXECUTION_FAILED)",
+    "CUDA driver API error CUDA_ERROR_ILLEGAL_ADDRESS (700): an illegal memory access was encountered",
+]
+
+
+def dali_error(cause: str) -> RuntimeError:
+    return RuntimeError("Critical error in pipeline:\nError in MIXED operator `nvidia.dali.fn.decoders.image`,\n"
+                        "which was used in the pipeline definition with the following traceback:\n\n"
+                        '    img = fn.decoders.image(enc, device="mixed", output_type=types.RGB)\n\n'
+                        f"encountered:\n\n{cause}\nCurrent pipeline object is no longer valid.")
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """DALI's GPU path with DALI's CPU operators underneath: DALI sees a GPU, the probe passes, and
+    each pipeline is built on the CPU. ``fake_gpu.fail_on`` (run number -> exception) makes a run
+    raise, as a GPU that falls sick in the middle of a dataset does; ``fake_gpu.built`` lists the
+    (batch_size, num_threads) of each pipeline built."""
+    if not D.dali_available():
+        pytest.skip("needs DALI (its CPU operators stand in for the GPU)")
+    monkeypatch.setattr(D, "_gpu_reason", lambda: None)
+    monkeypatch.setattr(D, "gpu_available", lambda: True)
+    monkeypatch.setattr(D, "_check_gpu_decoder", lambda device_id=0: None)
+    real = DD._dali_pipeline
+    state = {"runs": 0}
+
+    class Pipe:
+        def __init__(self, pipe):
+            self.pipe = pipe
+
+        def run(self):
+            state["runs"] += 1
+            out = self.pipe.run()  # the batch is fed (and in flight) before DALI reports an error
+            if state["runs"] in fake.fail_on:
+                raise fake.fail_on[state["runs"]]
+            return out
+
+    def pipeline(source, *, device, device_id, **kw):
+        fake.built.append((kw["batch_size"], kw["num_threads"]))
+        return Pipe(real(source, device="cpu", device_id=None, **kw))
+
+    monkeypatch.setattr(DD, "_dali_pipeline", pipeline)
+    fake = type("FakeGpu", (), {"fail_on": {}, "built": []})()
+    return fake
+
+
+@pytest.mark.parametrize("cause, on_error", list(zip(DEVICE_ERRORS, ["skip", "raise", "skip"])))
+def test_device_error_mid_decode_stops_the_job(awkward, fake_gpu, cause, on_error):
+    files = [awkward[n] for n in ("good1.jpg", "good2.jpg", "gray.jpg", "exif6.jpg")]
+    fake_gpu.fail_on[2] = dali_error(cause)  # the second batch: the GPU worked, then failed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no silent fallback to PIL
+        with pytest.raises(D.DecoderFaultError) as err:
+            D.decode_images(files, backend="dali-gpu", on_error=on_error, progress=False, batch_size=2)
+    msg = str(err.value)
+    assert isinstance(err.value, HalsalError) and not isinstance(err.value, D.GpuDecoderError)
+    assert "'dali-gpu' failed on GPU 0" in msg and f"a device error ({cause})" in msg
+    assert str(files[2]) in msg and "not a bad file" in msg and "data.decode_backend: dali-cpu" in msg
+    assert fake_gpu.built == [(2, fake_gpu.built[0][1])]  # no file-by-file retry on a sick device
+
+
+def test_device_error_with_auto_stops_prepare_without_writing(tmp_path, fake_gpu):
+    """'auto' does not switch to the CPU mid-dataset either, and prepare.json never says dali-gpu
+    over images that were not decoded."""
+    from halsal.data.prepare import prepare
+    from halsal.data.synthetic import generate
+    from halsal.io import write_tsv
+
+    write_tsv(tmp_path / "index.tsv", generate(tmp_path / "ds", task="fine", classes=2, images_per_class=3,
+                                               image_size=80, seed=0))
+    fake_gpu.fail_on[1] = dali_error(DEVICE_ERRORS[0])
+    with pytest.raises(D.DecoderFaultError, match="out of memory"):
+        prepare(tmp_path / "index.tsv", tmp_path / "prepared", resize=72, backend="auto", on_error="skip",
+                progress=False)
+    assert not any((tmp_path / "prepared" / name).exists() for name in ("prepare.json", "images.npy"))
+
+
+def test_corrupt_file_in_a_gpu_batch_is_redone_file_by_file(awkward, fake_gpu):
+    names = ["good1.jpg", "junk.jpg", "good2.jpg", "gray.jpg", "exif6.jpg"]
+    files = [awkward[n] for n in names]
+    with pytest.warns(RuntimeWarning, match=r"batch of 3 files; decoded one by one on dali-gpu, 1 of them "
+                                            r"failed alone and are decoded with PIL instead"):
+        res = D.decode_images(files, backend="dali-gpu", on_error="skip", progress=False, batch_size=3)
+    assert res.backend == "dali-gpu"
+    assert res.status == ["ok", "skipped", "ok", "ok", "ok"] and "corrupt" in res.reasons[1]
+    assert not res.images[1].any()
+    ref = D.decode_pil([files[i] for i in (0, 2, 3, 4)])
+    assert all(mad(res.images[i], r) < 1.0 for i, r in zip((0, 2, 3, 4), ref))
+    # batch of 3 fails; its files go one by one (a fresh pipeline after junk.jpg); the rest goes on
+    assert [size for size, _ in fake_gpu.built] == [3, 1, 1, 3]
+
+
+def test_every_file_of_a_batch_failing_alone_is_a_fault(awkward, fake_gpu):
+    """An error that names no device, yet no file of the batch decodes alone although PIL reads them."""
+    files = [awkward[n] for n in ("good1.jpg", "good2.jpg")]
+    fake_gpu.fail_on.update({run: dali_error("nvImageCodec failure: '#3'") for run in (1, 2, 3)})
+    with pytest.raises(D.DecoderFaultError, match=r"'dali-gpu' failed on GPU 0 while decoding a batch of 2 files "
+                                                  r".*every file of the batch fails alone, yet PIL reads some"):
+        D.decode_images(files, backend="dali-gpu", on_error="skip", progress=False)
+
+
+def test_device_errors_are_told_from_file_errors():
+    for cause in DEVICE_ERRORS + ["std::bad_alloc", "cudaErrorDevicesUnavailable: CUDA-capable device(s) is/are busy"]:
+        assert DD._is_device_error(dali_error(cause)), cause
+    for cause in ["nvImageCodec failure: '#3'", "nvJPEG error (NVJPEG_STATUS_BAD_JPEG)",
+                  "[/opt/dali/dali/operators/imgcodec/cuda_decoder.cc:12] Unsupported JPEG"]:
+        assert not DD._is_device_error(dali_error(cause)), cause  # the traceback's device="mixed" does not count
+
+
+# --- the job's threads reach DALI (issue 26, item 9) ------------------------------------------
+
+def test_prepare_threads_reach_the_dali_pipeline(tmp_path, monkeypatch):
+    if not D.dali_available():
+        pytest.skip("needs DALI")
+    import os
+
+    import torch
+
+    from halsal.cli import build_parser
+    from halsal.data.synthetic import generate
+    from halsal.io import write_tsv
+
+    write_tsv(tmp_path / "index.tsv", generate(tmp_path / "ds", task="fine", classes=2, images_per_class=2,
+                                               image_size=80, seed=0))  # 80 px: resampled by the torch pool
+    real, seen = DD._dali_pipeline, []
+
+    def pipeline(source, **kw):
+        seen.append(kw["num_threads"])
+        return real(source, **kw)
+
+    monkeypatch.setattr(DD, "_dali_pipeline", pipeline)
+    torch_threads = torch.get_num_threads()
+    base = ["prepare", "--index", str(tmp_path / "index.tsv"), "--resize", "72", "--backend", "dali-cpu"]
+    for extra, expected in ((["--threads", "3"], 3), ([], len(os.sched_getaffinity(0)))):
+        seen.clear()
+        args = build_parser().parse_args(base + ["--out-dir", str(tmp_path / f"prepared{len(extra)}")] + extra)
+        args.func(args)
+        assert seen == [expected], extra
+        assert torch.get_num_threads() == torch_threads  # set to 1 for the pool's workers, then restored
+    rule = (Path(__file__).resolve().parents[1] / "workflow" / "rules" / "prepare.smk").read_text()
+    assert "--threads {threads}" in rule
+
+
+# --- DALI's GPU decoder is pinned (issue 26, item 11) -----------------------------------------
+
+def test_gpu_graph_pins_the_cuda_jpeg_decoder(monkeypatch):
+    """The hardware JPEG decoder (A100/H100/H200) is off and chroma is upsampled as libjpeg-turbo
+    does, so tests/test_gpu.py's per-image bound against PIL holds on every card."""
+    if not D.dali_available():
+        pytest.skip("needs DALI")
+    from nvidia.dali import fn
+
+    seen = {}
+
+    class Defined(Exception):
+        pass
+
+    def image(enc, **kw):
+        seen.update(kw)
+        raise Defined
+
+    monkeypatch.setattr(fn.decoders, "image", image)
+    with pytest.raises(Defined):  # the graph is defined far enough: nothing needs a GPU
+        DD._dali_pipeline(lambda: [np.zeros(4, np.uint8)], device="gpu", resize=32, crop=32, batch_size=1,
+                          num_threads=1, device_id=None, prefetch=1, resampler="torch")
+    assert seen["device"] == "mixed" and seen["hw_decoder_load"] == 0 and seen["jpeg_fancy_upsampling"] is True

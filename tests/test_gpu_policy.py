@@ -315,3 +315,124 @@ def test_report_shows_device_and_decode_backend_per_stage(tmp_path):
     assert "| prepare: flowers102 | 1 | — | dali-gpu |" in md
     assert "| finetune: baseline | 2 | cuda (NVIDIA H200) | dali-gpu |" in md
     assert "| finetune: approach_b | 1 | cpu | dali-gpu |" in md
+
+
+HOLD_AS = """
+import os, sys, time
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+from halsal import gpu
+{prelude}
+gpu.claim_gpus({n}, poll_s=0.05)
+print(os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), flush=True)
+while not os.path.exists({release!r}):
+    time.sleep(0.05)
+"""
+
+
+def _job_as(tmp_path, name, env, prelude="", n=1):
+    """:func:`_job`, with ``prelude`` run before the claim (e.g. to play another user)."""
+    code = HOLD_AS.format(repo=str(REPO), prelude=prelude, n=n, release=str(tmp_path / f"release-{name}"))
+    out, err = open(tmp_path / f"{name}.out", "w"), open(tmp_path / f"{name}.err", "w")
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out, stderr=err)
+
+
+def _end(tmp_path, jobs):
+    for name in jobs:
+        (tmp_path / f"release-{name}").touch()
+    for proc in jobs.values():
+        proc.wait(timeout=30)
+
+
+def _bare_env(**extra):
+    """This process's environment without a GPU, SLURM job or lock folder of its own, plus ``extra``."""
+    drop = ("CUDA_VISIBLE_DEVICES", "HALSAL_GPU_LOCK_DIR", "HALSAL_GPU_COUNT")
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("SLURM_")}
+    return {**env, **extra}
+
+
+def test_two_users_jobs_get_different_gpus(tmp_path):
+    """Issue 26, item 5: the jobs of two users of one workstation (two GPUs, simulated) share the
+    GPUs out by one machine-wide lock folder (mode 1777, lock files 0666 that every user can
+    open), not one folder per user. Each job plays its own uid; the folder is tmp_path/shared in
+    place of /tmp/halsal-gpu-locks. A third user's job waits for a GPU, and gets the first one freed."""
+    shared = tmp_path / "shared"
+    env = _bare_env(HALSAL_GPU_COUNT="2")
+
+    def user(uid):
+        return f"gpu.SHARED_LOCK_DIR = Path({str(shared)!r}); os.getuid = lambda: {uid}"
+
+    jobs = {"alice": _job_as(tmp_path, "alice", env, user(1001)), "bob": _job_as(tmp_path, "bob", env, user(1002))}
+    try:
+        dev = {name: _wait_for(tmp_path / f"{name}.out") for name in jobs}
+        assert sorted(dev.values()) == ["0", "1"], dev
+        assert shared.stat().st_mode & 0o7777 == 0o1777  # every user may add locks, none may delete another's
+        for d in "01":
+            assert (shared / f"gpu{d}.lock").stat().st_mode & 0o777 == 0o666  # every user can open it
+        assert "uid 1001" in (shared / f"gpu{dev['alice']}.lock").read_text()  # who holds it
+        jobs["carol"] = _job_as(tmp_path, "carol", env, user(1003))
+        waiting = _wait_for(tmp_path / "carol.err", "waiting")
+        assert "uid 1001" in waiting and "uid 1002" in waiting  # the message names the holders
+        assert (tmp_path / "carol.out").read_text() == ""
+        (tmp_path / "release-alice").touch()
+        assert _wait_for(tmp_path / "carol.out") == dev["alice"]
+    finally:
+        _end(tmp_path, jobs)
+
+
+def test_slurm_jobs_without_cuda_visible_devices_do_not_wait_on_each_other(tmp_path):
+    """Issue 26, item 6: SLURM sets no CUDA_VISIBLE_DEVICES (gres without File=; the job's device
+    cgroup shows it its own GPU, as GPU 0). Two such jobs on one node, sharing the node's lock
+    folder, both start at once on their GPU 0, and neither waits for the other."""
+    locks = tmp_path / "locks"
+    jobs = {}
+    try:
+        for job in ("101", "102"):
+            env = _bare_env(HALSAL_GPU_COUNT="1", HALSAL_GPU_LOCK_DIR=str(locks), SLURM_JOB_ID=job,
+                            SLURM_GPUS_ON_NODE="1")
+            jobs[job] = _job_as(tmp_path, job, env)
+        got = {job: _wait_for(tmp_path / f"{job}.out", timeout=30) for job in jobs}  # both have started
+        for job in jobs:
+            err = (tmp_path / f"{job}.err").read_text()
+            assert "waiting" not in err and "its device cgroup shows" in err, err
+        assert got == {"101": "unset", "102": "unset"}  # each its whole allocation, left as SLURM set it
+    finally:
+        _end(tmp_path, jobs)
+
+
+def test_slurm_group_jobs_without_cuda_visible_devices_share_out_their_own_gpus(tmp_path):
+    """Issue 26, item 6: two SLURM jobs of two GPUs each on one node, without CUDA_VISIBLE_DEVICES
+    (each sees its GPUs as 0,1), each running two members at once: every member starts at once,
+    the two members of a job get different GPUs, by locks private to the SLURM job."""
+    locks = tmp_path / "locks"
+    jobs = {}
+    try:
+        for job in ("201", "202"):
+            env = _bare_env(HALSAL_GPU_COUNT="2", HALSAL_GPU_LOCK_DIR=str(locks), SLURM_JOB_ID=job,
+                            SLURM_JOB_GPUS="4,5" if job == "201" else "6,7")
+            for member in "ab":
+                jobs[job + member] = _job_as(tmp_path, job + member, env)
+        got = {name: _wait_for(tmp_path / f"{name}.out", timeout=30) for name in jobs}  # all four have started
+        assert not any("waiting" in (tmp_path / f"{name}.err").read_text() for name in jobs)
+        for job in ("201", "202"):
+            assert sorted(got[job + m] for m in "ab") == ["0", "1"], got
+            assert sorted(p.name for p in (locks / f"slurm-{job}").iterdir()) == ["gpu0.lock", "gpu1.lock"]
+        assert not any(p.is_file() for p in locks.iterdir())  # nothing in the node's own folder
+    finally:
+        _end(tmp_path, jobs)
+
+
+def test_slurm_node_that_does_not_isolate_gpus_shares_them_machine_wide(tmp_path):
+    """A SLURM job that sees more GPUs than SLURM gave it (no CUDA_VISIBLE_DEVICES, no device
+    cgroup): its GPU 0 is every job's GPU 0, so the jobs of the node share the GPUs out by the
+    machine-wide locks, as on a workstation."""
+    logs = []
+    envs = [{"SLURM_JOB_ID": job, "SLURM_GPUS_ON_NODE": "1", "HALSAL_GPU_COUNT": "2",
+             "HALSAL_GPU_LOCK_DIR": str(tmp_path)} for job in ("301", "302")]
+    try:
+        got = [gpu.claim_gpus(1, e, poll_s=0.05, log=logs.append) for e in envs]
+        assert sorted(got) == ["0", "1"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu0.lock", "gpu1.lock"]
+        assert any("does not isolate its GPUs" in m for m in logs)
+    finally:
+        gpu.release_gpus()

@@ -101,7 +101,8 @@ def cmd_prepare(args) -> None:
     from halsal.data.prepare import prepare
 
     backend = resolve_decode_backend(args.backend, args.gpus)  # logged; a GPU asked for that does not work: error
-    summary = prepare(args.index, args.out_dir, resize=args.resize, backend=backend, on_error=args.on_error)
+    summary = prepare(args.index, args.out_dir, resize=args.resize, backend=backend, on_error=args.on_error,
+                      threads=args.threads)
     print(summary)
 
 
@@ -166,6 +167,8 @@ def register(sub) -> None:
     p.add_argument("--resize", type=int, default=settings.default("data.resize"))
     p.add_argument("--backend", default=settings.default("data.decode_backend"), choices=settings.DECODE_BACKENDS)
     p.add_argument("--on-error", default=settings.default("data.on_bad_image"), choices=settings.choices("data.on_bad_image"))
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for decoding (DALI's pipeline, the resampling pool); default: every core")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("smic-maps", help="explicit saliency maps of a prepared dataset for the SMIC method")

@@ -10,10 +10,14 @@ uint8, so the tests compare the paths directly:
   resampled with torchvision's resize in a thread pool, which measured ~6x faster than DALI's
   CPU resampler on this machine (``resampler='dali'`` keeps it all in DALI; see
   docs/benchmarks.md);
-- :func:`decode_dali_gpu`: DALI ``mixed`` decoder (nvJPEG, hardware decoder where present).
-  Before a dataset is decoded, one small JPEG goes through it: if that fails (old driver, no
-  nvJPEG), backend ``auto`` falls back to DALI on the CPU with a warning naming the cause, and
-  an explicit ``dali-gpu`` raises :class:`GpuDecoderError` (a HalsalError);
+- :func:`decode_dali_gpu`: DALI ``mixed`` decoder, pinned to nvJPEG's CUDA decoder (the hardware
+  JPEG decoder of A100/H100/H200 is off: its chroma upsampling differs from libjpeg-turbo's; see
+  :func:`halsal.data.decode_dali._dali_pipeline`). Before a dataset is decoded, one small JPEG
+  goes through it: if that fails (old driver, no nvJPEG), backend ``auto`` falls back to DALI on
+  the CPU with a warning naming the cause, and an explicit ``dali-gpu`` raises
+  :class:`GpuDecoderError` (a HalsalError). A device error later, mid-dataset (CUDA, out of
+  memory), is no bad file: it stops the job with :class:`DecoderFaultError` whatever the backend
+  setting (see :mod:`halsal.data.decode_dali`);
 - :func:`decode_torchvision`: ``torchvision.io.decode_image``, used where DALI is missing.
 
 :func:`decode_images` picks a path, and applies the bad-file policy (raise, or skip and
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -38,7 +43,7 @@ import numpy as np
 
 from halsal import settings
 from halsal.data.decode_cpu import _pil_into, _torchvision_into
-from halsal.data.decode_dali import _dali_cause, _dali_into, _dali_pipeline
+from halsal.data.decode_dali import DecoderFaultError, _dali_cause, _dali_into, _dali_pipeline
 from halsal.errors import HalsalError
 
 _RESIZE, _CROP = settings.default("data.resize"), settings.default("data.input_size")  # the config's
@@ -88,9 +93,10 @@ class GpuDecoderError(HalsalError):
 def _probe_gpu_decoder(device_id: int = 0) -> None:
     """Decode one small in-memory JPEG with the GPU pipeline; raises what DALI raises.
 
-    A DALI error on a real batch is taken for a bad file (the batch is redone with PIL), so a
-    GPU decoder that cannot run at all (driver too old for DALI's CUDA, nvJPEG missing) must be
-    caught here, on an image known to be good, before any file is decoded.
+    A GPU decoder that cannot run at all (driver too old for DALI's CUDA, nvJPEG missing) is
+    caught here, on an image known to be good, before any file is decoded, so that backend
+    ``auto`` can still choose DALI on the CPU; a device error after this point stops the job
+    (:class:`DecoderFaultError`).
     """
     from PIL import Image
 
@@ -149,7 +155,8 @@ def _run(backend: str, files: Sequence, resize: int, crop: int, on_error: str, p
                 _pil_into(path, out, row, resize, crop, bad)
                 bar.update(1)
         elif backend == "torchvision":
-            _torchvision_into(files, rows, out, resize, crop, bad, bar.update)
+            with _torch_threads(kw.get("num_threads")):
+                _torchvision_into(files, rows, out, resize, crop, bad, bar.update)
         elif backend in ("dali-cpu", "dali-gpu"):
             if not dali_available():
                 raise HalsalError(f"decode backend {backend!r} needs DALI (pip install nvidia-dali-cuda130); "
@@ -168,6 +175,22 @@ def _run(backend: str, files: Sequence, resize: int, crop: int, on_error: str, p
     return DecodeResult(images=out, status=status, reasons=reasons, backend=backend)
 
 
+@contextmanager
+def _torch_threads(n: int | None):
+    """torch's intra-op threads set to ``n`` (the job's threads) for the block; None: unchanged."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def resolve_backend(backend: str = "auto") -> str:
     """'auto' -> 'dali-gpu' with a GPU, else 'dali-cpu' with DALI, else 'torchvision'."""
     if backend != "auto":
@@ -184,10 +207,12 @@ def decode_images(files: Sequence, resize: int = _RESIZE, crop: int = _CROP,
 
     ``on_error='raise'``: the first bad file (truncated/corrupt, zero-byte, not an image) raises
     HalsalError naming it. ``'skip'``: its row stays zero and status/reasons say why.
-    ``kw`` (batch_size, num_threads, device_id, resampler='torch'|'dali') go to the DALI paths.
+    ``kw`` (batch_size, num_threads, device_id, resampler='torch'|'dali') go to the DALI paths;
+    ``num_threads`` (the job's CPU threads; None: every core) also caps torch on the torchvision path.
 
     ``backend='auto'`` picks the GPU decoder where DALI sees a GPU; if that decoder then fails
     (see :func:`_check_gpu_decoder`), it warns with the cause and decodes with DALI on the CPU.
+    A device error during decoding (DecoderFaultError) is not caught here: it stops the job.
     """
     if on_error not in ("raise", "skip"):
         raise HalsalError(f"data.on_bad_image must be 'raise' or 'skip', not {on_error!r}")

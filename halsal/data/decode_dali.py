@@ -2,19 +2,34 @@
 ``mixed`` GPU decoder) with torchvision's output size and crop offset, and the loop that feeds it
 files batch by batch, sets suspect files aside for the reference decoder and redoes a batch DALI
 fails on file by file (:func:`_dali_into`).
+
+A failed batch is either a bad file or a sick backend, and the two get different answers:
+
+- an error that names the device (CUDA, out of memory, nvJPEG/nvImageCodec allocation or
+  execution failures: :func:`_is_device_error`) stops the job with :class:`DecoderFaultError`;
+- any other error redoes the batch file by file on the same backend. A file that fails alone is
+  corrupt (or of a kind DALI does not read) and goes to the reference decoder, which decodes it or
+  names the problem for the manifest. If every file of a batch of two or more fails alone although
+  PIL reads some of them, the backend is at fault, and the job stops with DecoderFaultError too.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from halsal.data.decode_cpu import _pil_into, _read, _sniff, _torch_resize_crop
+from halsal.data.decode_cpu import _BadImage, _pil_into, _pil_one, _read, _sniff, _torch_resize_crop
 from halsal.errors import HalsalError
+
+
+class DecoderFaultError(HalsalError):
+    """The decode backend failed in a way no file explains (a device error, or every file of a
+    batch failing alone): the job stops instead of listing good files as bad ones."""
 
 
 def _dali_pipeline(source, *, device: str, resize: int, crop: int, batch_size: int, num_threads: int,
@@ -35,7 +50,19 @@ def _dali_pipeline(source, *, device: str, resize: int, crop: int, batch_size: i
         new_h = dmath.floor(resize * h / short)
         new_w = dmath.floor(resize * w / short)
         if device == "gpu":  # GPU resampling is cheap: one graph for every image
-            img = fn.decoders.image(enc, device="mixed", output_type=types.RGB)
+            # The decoder is pinned so that one numeric path runs on every card (tests/test_gpu.py's
+            # per-image bound against PIL). DALI 2.4's doc of fn.decoders.image
+            # (docs.nvidia.com/deeplearning/dali/user-guide/docs/operations/nvidia.dali.fn.decoders.image.html):
+            # - hw_decoder_load (default 0.65) is "the percentage of the image data to be processed by
+            #   the HW JPEG decoder", used "if available" (A100, H100, H200); 0 leaves every JPEG to
+            #   nvJPEG's CUDA decoder, since the hardware decoder's chroma upsampling is not
+            #   libjpeg-turbo's (PIL's, and DALI's CPU decoder's);
+            # - jpeg_fancy_upsampling=True: "Make the mixed backend use the same chroma upsampling
+            #   approach as the cpu one" (libjpeg-turbo's fancy upsampling).
+            # The cache is decoded once per dataset, so the hardware decoder's throughput is not
+            # worth a second numeric path.
+            img = fn.decoders.image(enc, device="mixed", output_type=types.RGB, hw_decoder_load=0.0,
+                                    jpeg_fancy_upsampling=True)
             return _resize_crop(img, h, w, new_h, new_w, crop)
         if short == resize:
             # Resizing to the size an image already has is the identity on every path (PIL and
@@ -144,9 +171,15 @@ class _Feeder:
 
 def _dali_into(files, rows, out, resize, crop, bad, tick, *, device, batch_size, num_threads, device_id,
                prefetch=2, resampler="torch") -> None:
+    """Decode ``files`` into ``out[rows]`` with DALI; ``num_threads`` (the job's threads; None: every
+    core this process may use) sizes DALI's pipeline and the pool that resamples full-size images."""
+    explicit = num_threads is not None
     if num_threads is None:
         num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    backend = f"dali-{device}"
     feeder = _Feeder(files, rows, batch_size)
+    pool = ThreadPoolExecutor(num_threads)
+    torch_threads: list = []  # torch's thread count before it was set to 1, to restore at the end
 
     def handle_aside():
         while feeder.aside:
@@ -157,39 +190,20 @@ def _dali_into(files, rows, out, resize, crop, bad, tick, *, device, batch_size,
                 bad(row, "zero-byte file" if kind == "zero" else kind)
             tick(1)
 
-    make = lambda: _dali_pipeline(feeder, device=device, resize=resize, crop=crop, batch_size=batch_size,  # noqa: E731
-                                  num_threads=num_threads, device_id=device_id, prefetch=prefetch,
-                                  resampler=resampler)
-    pipe = make()
-    pool = ThreadPoolExecutor(num_threads)
-    while True:
-        handle_aside()
-        try:
-            batch, *flags = pipe.run()
-        except StopIteration:
-            handle_aside()
-            break
-        except RuntimeError as exc:
-            if isinstance(exc, HalsalError) or not feeder.inflight:
-                raise
-            # A file DALI cannot decode although it looked complete: redo that batch with the
-            # reference decoder (which decodes the good files and names the bad one), then go on
-            # with a fresh pipeline, since DALI's state after an operator error is undefined.
-            paths, brows, _ = feeder.restart()
-            del pipe
-            warnings.warn(f"DALI failed on a batch of {len(paths)} files, which are decoded with PIL instead "
-                          f"({_dali_cause(exc)})", RuntimeWarning, stacklevel=2)
-            for path, row in zip(paths, brows):
-                _pil_into(path, out, row, resize, crop, bad)
-            tick(len(brows))
-            pipe = make()
-            continue
-        _, brows, _ = feeder.inflight.popleft()
+    def make(source, size, depth):
+        return _dali_pipeline(source, device=device, resize=resize, crop=crop, batch_size=size,
+                              num_threads=num_threads, device_id=device_id, prefetch=depth, resampler=resampler)
+
+    def store(brows, batch, flags):
         if device == "gpu":
             batch = batch.as_cpu()
         todo = [i for i, f in enumerate(flags[0]) if np.asarray(f)] if flags else []
         if todo:  # full-size images: torchvision resamples them, in threads (torch releases the GIL)
             import torch
+
+            if explicit and not torch_threads:  # the pool is the parallelism: one torch thread per worker
+                torch_threads.append(torch.get_num_threads())
+                torch.set_num_threads(1)
 
             def finish(i):
                 out[brows[i]] = _torch_resize_crop(torch.from_numpy(np.asarray(batch[i])).permute(2, 0, 1),
@@ -202,8 +216,109 @@ def _dali_into(files, rows, out, resize, crop, bad, tick, *, device, batch_size,
         else:
             out[np.asarray(brows)] = np.asarray(batch.as_tensor())
         tick(len(brows))
-    pool.shutdown()
+
+    def redo(failed, exc):
+        """A batch DALI failed on: stop on a device error, else decode its files one by one."""
+        _stop_if_device_error(exc, backend, device_id, failed[0])
+        paths, brows, arrays = failed
+        alone = _Feeder([], [], 1)
+        alone.replay = deque(([p], [r], [a]) for p, r, a in zip(paths, brows, arrays))
+        failing = []
+
+        def failed_alone(one, err):
+            _stop_if_device_error(err, backend, device_id, one[0])
+            failing.append((one[0][0], one[1][0]))
+
+        _drain(alone, lambda: make(alone, 1, 1), store, failed_alone)
+        if not failing:
+            return
+        if len(failing) == len(paths) > 1 and any(_pil_reads(path, resize, crop) for path, _ in failing):
+            raise _fault(backend, device_id, paths, f"every file of the batch fails alone, yet PIL reads "
+                                                    f"some of them ({_dali_cause(exc)})") from exc
+        warnings.warn(f"DALI failed on a batch of {len(paths)} files; decoded one by one on {backend}, "
+                      f"{len(failing)} of them failed alone and are decoded with PIL instead ({_dali_cause(exc)})",
+                      RuntimeWarning, stacklevel=2)
+        for path, row in failing:
+            _pil_into(path, out, row, resize, crop, bad)
+            tick(1)
+
+    try:
+        _drain(feeder, lambda: make(feeder, batch_size, prefetch), store, redo, before=handle_aside)
+        handle_aside()
+    except RuntimeError as exc:  # no batch to blame (a pipeline built after a failure, an empty queue)
+        if not isinstance(exc, HalsalError):
+            _stop_if_device_error(exc, backend, device_id, None)
+        raise
+    finally:
+        pool.shutdown()
+        if torch_threads:
+            import torch
+
+            torch.set_num_threads(torch_threads[0])
+
+
+def _drain(feeder, make, store, on_error, before=None) -> None:
+    """Run a pipeline fed by ``feeder`` until the files run out, storing each batch. When DALI
+    fails on a batch, ``on_error(batch, exc)`` handles it and a fresh pipeline goes on with the
+    rest, since DALI's state after an operator error is undefined."""
+    pipe = make()
+    while True:
+        if before:
+            before()
+        try:
+            batch, *flags = pipe.run()
+        except StopIteration:
+            break
+        except RuntimeError as exc:
+            if isinstance(exc, HalsalError) or not feeder.inflight:
+                raise
+            failed = feeder.restart()
+            del pipe
+            on_error(failed, exc)
+            pipe = make()
+            continue
+        _, brows, _ = feeder.inflight.popleft()
+        store(brows, batch, flags)
     del pipe
+
+
+# Errors of the device, not of a file: CUDA (runtime/driver API errors, cudaError*, CUDA_ERROR_*),
+# memory (GPU or host) and nvJPEG/nvImageCodec's allocation, execution and architecture failures.
+_DEVICE_ERROR = re.compile(r"\bcuda|out of memory|bad_alloc|(NVJPEG|NVIMGCODEC)_STATUS_(ALLOCATOR_FAILURE|"
+                           r"EXECUTION_FAILED|ARCH_MISMATCH)", re.IGNORECASE)
+
+
+def _is_device_error(exc: Exception) -> bool:
+    """Whether a DALI error is about the device rather than a file. Only what DALI says after
+    'encountered:' counts (before it, the traceback quotes the pipeline's source, device="mixed"
+    included), less the bracketed source locations of DALI's own files."""
+    text = str(exc)
+    if "encountered:" in text:
+        text = text.split("encountered:", 1)[1]
+    return bool(_DEVICE_ERROR.search(re.sub(r"\[/[^\]]*\]", "", text)))
+
+
+def _fault(backend, device_id, paths, what) -> DecoderFaultError:
+    where = f"GPU {device_id}" if backend == "dali-gpu" else "the CPU"
+    batch = f" while decoding a batch of {len(paths)} files (the first: {paths[0]})" if paths else ""
+    remedy = ("set data.decode_backend: dali-cpu to decode on the CPU, or free the GPU (another process may "
+              "hold its memory: nvidia-smi) and run again" if backend == "dali-gpu" else
+              "set data.decode_backend: torchvision, or give the job more memory, and run again")
+    return DecoderFaultError(f"decode backend '{backend}' failed on {where}{batch}: {what}. This is not a bad "
+                             f"file, so nothing is skipped and no cache is written; {remedy}")
+
+
+def _stop_if_device_error(exc, backend, device_id, paths) -> None:
+    if _is_device_error(exc):
+        raise _fault(backend, device_id, paths, f"a device error ({_dali_cause(exc)})") from exc
+
+
+def _pil_reads(path, resize, crop) -> bool:
+    try:
+        _pil_one(path, resize, crop)
+    except _BadImage:
+        return False
+    return True
 
 
 def _dali_cause(exc: Exception) -> str:

@@ -22,12 +22,14 @@ from halsal.io import save_npy, write_json, write_tsv
 
 def prepare(index_tsv: str | Path, out_dir: str | Path, *, resize: int = settings.default("data.resize"),
             backend: str = settings.default("data.decode_backend"), on_error: str = settings.default("data.on_bad_image"),
-            progress: bool = True) -> dict:
-    """Write ``out_dir/images.npy`` (N, resize, resize, 3) and ``out_dir/manifest.tsv``."""
+            progress: bool = True, threads: int | None = None) -> dict:
+    """Write ``out_dir/images.npy`` (N, resize, resize, 3) and ``out_dir/manifest.tsv``.
+
+    ``threads``: the job's CPU threads (DALI's pipeline and the resampling pool); None: every core."""
     out_dir = Path(out_dir)
     index = read_index(index_tsv)
     result = decode_images(list(index["path"]), resize=resize, crop=resize, backend=backend,
-                           on_error=on_error, progress=progress)
+                           on_error=on_error, progress=progress, num_threads=threads)
     manifest = pd.DataFrame({"row": range(len(index)), "path": index["path"], "status": result.status,
                              "reason": result.reasons})
     if set(BOX_COLUMNS) <= set(index.columns):

@@ -292,8 +292,9 @@ def render(report_dir, arch: str, out_md, benchmarks=None, backbone_jsons=(), sa
         "\n".join(notes) + "\n", acc,
     ]
     if runs_tsv and runs_tsv.exists():
-        parts += ["Epoch selected on validation accuracy, per dataset and method (a run that selects its "
-                  "last epoch may have stopped learning too early):\n", epochs_md(runs_tsv, arch, variant, datasets)]
+        parts += ["Epoch selected on validation accuracy, per dataset, k and method, with each cell's training "
+                  "budget (a run that selects its last epoch may have stopped learning too early; the last "
+                  "epoch is always validated):\n", epochs_md(runs_tsv, arch, variant, datasets)]
     parts += [
         "#### 2. Approach A and Approach B minus Baseline-RGB\n",
         "Paired by seed (same split, same k-shot images); percentage points. Intervals: Student's t over "

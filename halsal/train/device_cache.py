@@ -16,7 +16,7 @@ from halsal.models.weights import normalisation as weights_normalisation
 
 
 # Evaluation batch size per device type. On the CPU a small batch keeps each layer's activations
-# in cache: 16 images a batch are 2.3x faster per image than 128 (EfficientNet-Lite0 at 160 px,
+# in cache: 16 images a batch are 1.5-1.7x faster per image than 128 (EfficientNet-Lite0 at 160 px,
 # one thread; bench/bench_eval_batch.py, docs/benchmarks.md). A GPU wants large batches.
 EVAL_BATCH = {"cpu": 16}
 

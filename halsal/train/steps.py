@@ -39,6 +39,7 @@ from halsal.train import records
 from halsal.train.inputs import load_split
 from halsal.train.health import is_dead
 from halsal.train.loop import OptimConfig, accuracy, evaluate, fit, recalibrate_batchnorm, seed_everything
+from halsal.train.memory import check_gpu_memory, finetune_estimate, pretrain_estimate
 from halsal.train.source import source_accuracy, source_labels
 
 
@@ -131,10 +132,14 @@ def pretrain_saliency(arch: str, variant: str, backbone_pt: str | Path, out: str
     _num_threads(threads)
     out = Path(out)
     aug = augment or {}
-    data = load_split(source_prepared, source_split, "K", device, input_size, aug.get("random_crop", True),
-                      aug.get("flip", True), normalisation=normalisation(arch))
     state = torch_load(backbone_pt)
     classes = state_classes(arch, state)
+    if device.type == "cuda":  # before the cache goes up: stop with the numbers, not out of memory (issue 26)
+        check_gpu_memory(device, pretrain_estimate(arch, classes, {**_variant(arch, variant), **shape_options(arch, state)},
+                                                   source_prepared, source_split, cfg, input_size),
+                         step="Step 1 (pretrain_saliency)", batch_key="train.pretrain.batch_size")
+    data = load_split(source_prepared, source_split, "K", device, input_size, aug.get("random_crop", True),
+                      aug.get("flip", True), normalisation=normalisation(arch))
     allowed = source_labels(data, classes, backbone_pt)
     seed_everything(0)
     model = build_model(arch, classes, **_variant(arch, variant), **shape_options(arch, state)).to(device)
@@ -340,9 +345,12 @@ def finetune_batch(inputs: FinetuneInputs, runs, *, log=None) -> list[tuple[dict
     from its completion record when an earlier job finished it (same fingerprint, files intact),
     trained otherwise. Returns ``(metrics, restored)`` per run. A failure stops the job; the runs
     finished before it keep their outputs and records."""
+    runs = [run if isinstance(run, FinetuneRun) else FinetuneRun(*run) for run in runs]
+    if inputs.device.type == "cuda":  # once per job, before any run: its largest run must fit (issue 26)
+        check_gpu_memory(inputs.device, finetune_estimate(inputs, runs), step="Step 2 (finetune)",
+                         batch_key="train.finetune.batch_size")
     out = []
     for i, run in enumerate(runs, 1):
-        run = run if isinstance(run, FinetuneRun) else FinetuneRun(*run)
         metrics = restore_run(inputs, run)
         restored = metrics is not None
         if log:

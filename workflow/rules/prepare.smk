@@ -27,4 +27,5 @@ rule prepare:
         "Decoding {wildcards.dataset} to {params.resize}px uint8 arrays ({params.backend} backend)"
     shell:
         "python -m halsal --gpus {resources.gpu} prepare --index {input.index} --out-dir {params.out_dir} "
-        "--resize {params.resize} --backend {params.backend} --on-error {params.on_error} > {log} 2>&1"
+        "--resize {params.resize} --backend {params.backend} --on-error {params.on_error} --threads {threads} "
+        "> {log} 2>&1"
