@@ -70,8 +70,7 @@ def probe_split(features: np.ndarray, split: pd.DataFrame, k, cs=CS) -> dict:
     tried: dict[tuple[str, float], tuple[float, np.ndarray, np.ndarray]] = {}  # val acc, weights, bias
     models = {s_: LogisticRegression(max_iter=2000, warm_start=True) for s_ in SCALINGS}  # along the C path
 
-    def predict(scaling: str, c: float, role: str) -> np.ndarray:
-        _, coef, bias = tried[scaling, c]
+    def predict(scaling: str, coef: np.ndarray, bias: np.ndarray, role: str) -> np.ndarray:
         return models[scaling].classes_[np.argmax(scaled[scaling][role] @ coef.T + bias, axis=1)]
 
     grid = sorted(cs)
@@ -83,8 +82,8 @@ def probe_split(features: np.ndarray, split: pd.DataFrame, k, cs=CS) -> dict:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # lbfgs convergence notes at large C on tiny k
                     clf = models[scaling].set_params(C=c).fit(scaled[scaling]["train"], ys["train"])
-                tried[scaling, c] = (0.0, clf.coef_.copy(), clf.intercept_.copy())
-                tried[scaling, c] = (float((predict(scaling, c, "val") == ys["val"]).mean()), *tried[scaling, c][1:])
+                coef, bias = clf.coef_.copy(), clf.intercept_.copy()
+                tried[scaling, c] = (float((predict(scaling, coef, bias, "val") == ys["val"]).mean()), coef, bias)
         # best val; ties keep raw features and then the stronger regularisation (the smaller C)
         val, scaling, c = max((tried[s_, c_][0], -SCALINGS.index(s_), -c_) for s_, c_ in tried)
         scaling, c = SCALINGS[-scaling], -c
@@ -94,7 +93,7 @@ def probe_split(features: np.ndarray, split: pd.DataFrame, k, cs=CS) -> dict:
             grid.append(c * 10)
         else:
             break
-    test = float((predict(scaling, c, "test") == ys["test"]).mean())
+    test = float((predict(scaling, *tried[scaling, c][1:], "test") == ys["test"]).mean())
     return {"C": c, "scaling": scaling, "C_grid": f"{grid[0]:g}..{grid[-1]:g}", "val_acc": val, "test_acc": test, "num_classes": len(names),
             "n_train": len(ys["train"]), "n_val": len(ys["val"]), "n_test": len(ys["test"])}
 
