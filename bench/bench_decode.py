@@ -111,7 +111,7 @@ def pipeline_passes(files, resize: int, crop: int, device: str = "gpu", batch_si
     import numpy as np
 
     encoded = [np.frombuffer(Path(f).read_bytes(), dtype=np.uint8) for f in files]
-    pipe = D._dali_pipeline(Cycle(encoded, batch_size), device=device, resize=resize, crop=crop,
+    pipe = D.dali_pipeline(Cycle(encoded, batch_size), device=device, resize=resize, crop=crop,
                             batch_size=batch_size, num_threads=num_threads or cores(),
                             device_id=0 if device == "gpu" else None, prefetch=2, resampler="dali")
     batches = -(-len(files) // batch_size)
@@ -204,7 +204,7 @@ def main(argv=None) -> None:
         f"DataLoader, decode_jpeg ({workers} workers)": (lambda: drain(jpeg_loader), True),
     })
     if not gpu:
-        print(f"dali-gpu: skipped ({D._gpu_reason()})\n")
+        print(f"dali-gpu: skipped ({D.gpu_reason()})\n")
     rates = measure({name: fn for name, (fn, _) in contenders.items()}, n, args.repeats)
     del pil_loader, jpeg_loader
     tmp.cleanup()

@@ -36,11 +36,12 @@ sys.path.insert(0, str(REPO))
 from halsal.data.prepare import prepare  # noqa: E402
 from halsal.data.splits import make_split  # noqa: E402
 from halsal.data.synthetic import generate  # noqa: E402
+from halsal import spec  # noqa: E402
 from halsal.io import write_tsv  # noqa: E402
 from halsal.train.loop import OptimConfig  # noqa: E402
 from halsal.train.steps import backbone, pretrain_saliency  # noqa: E402
 
-KS = ["1", "2", "K"]
+KS = ["1", "2", spec.K_ALL]
 
 
 def make_inputs(root: Path, seeds: list[int]) -> None:

@@ -347,7 +347,7 @@ def decode_bench(rows: list, images: Path | None, n: int) -> None:
         return
     from halsal.data import decode as D
 
-    reason = D._gpu_reason()
+    reason = D.gpu_reason()
     with tempfile.TemporaryDirectory() as tmp:
         source = images or (PHOTOS if PHOTOS.is_dir() else None)
         label = str(source) if source else f"{n} generated 500x375 JPEGs"

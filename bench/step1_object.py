@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from halsal import spec
 from halsal.models import build_model
 from halsal.models.weights import load_backbone, normalisation
 from halsal.io import torch_load
@@ -50,7 +51,7 @@ SETTINGS = {
 
 def target_stats(arch, variant, backbone_pt, saliency_pt, prepared, split, input_size, fc_width):
     """The Step-1 map on the target's test images (Approach A's map before and after fine-tuning)."""
-    data = load_split(prepared, split, "K", torch.device("cpu"), input_size, False, False,
+    data = load_split(prepared, split, spec.K_ALL, torch.device("cpu"), input_size, False, False,
                       normalisation=normalisation(arch))
     state = torch_load(backbone_pt)
     from halsal.models import check_variant

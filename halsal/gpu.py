@@ -268,9 +268,9 @@ def torch_gpu_reason() -> str | None:
 
 
 def dali_gpu_reason() -> str | None:
-    from halsal.data.decode import _gpu_reason
+    from halsal.data.decode import gpu_reason
 
-    return _gpu_reason()
+    return gpu_reason()
 
 
 def gpu_error(asked: str, torch_reason: str | None, dali_reason: str | None) -> HalsalError:
@@ -314,10 +314,10 @@ def resolve_decode_backend(backend: str, gpus: int | None = None) -> str:
 
     if backend != "auto" or not gpus:
         return _log_backend(D.resolve_backend(backend), backend)
-    reason = D._gpu_reason()
+    reason = D.gpu_reason()
     if reason is None:
         try:
-            D._check_gpu_decoder(0)
+            D.check_gpu_decoder(0)
         except D.GpuDecoderError as exc:
             reason = str(exc)
     if reason is None:

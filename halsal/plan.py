@@ -50,6 +50,7 @@ class Plan:
     def __post_init__(self):
         c = self.config
         settings.check_vocabulary(c)
+        settings.check_budgets(c)
         self.source = c["source"]["name"]
         self.archs = list(c["archs"])
         self.datasets = list(c["datasets"])
@@ -76,7 +77,7 @@ class Plan:
         return s["kind"] == settings.SYNTHETIC or bool(s.get("synthetic", False))
 
     def data_policy(self, name, key):
-        """`on_bad_image` / `too_few_images` / `duplicates` of one dataset: its own entry over
+        """`on_bad_image` / `too_few_images` / `duplicates` / `val_per_class` / `test_per_class` of one dataset: its own entry over
         `data.<key>` (each job gets its own dataset's value only)."""
         return self.dataset_spec(name).get(key, self.config["data"][key])
 

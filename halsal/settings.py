@@ -137,3 +137,21 @@ def check_vocabulary(config: dict) -> None:
         bad = [v for v in values if v not in known]
         if bad:
             raise ValueError(f"config {key}: {', '.join(map(repr, bad))} is not one of {', '.join(known)}")
+
+
+def check_budgets(config: dict) -> None:
+    """A ValueError where a `steps` mapping by k misses a k that the config runs, or where a
+    step without a k (backbone, pretrain) is given one."""
+    train = config.get("train") or {}
+    for step in ("backbone", "pretrain"):
+        if isinstance((train.get(step) or {}).get("steps"), dict):
+            raise ValueError(f"config train.{step}.steps: a budget by k is for fine-tuning only; give one number")
+    steps = (train.get("finetune") or {}).get("steps")
+    if not isinstance(steps, dict):
+        return
+    named = {str(k) for k in steps}
+    ks = [*config.get("ks", []), *((config.get("ablations") or {}).get("ks") or [])]
+    missing = sorted({str(k) for k in ks} - named)
+    if missing:
+        raise ValueError(f"config train.finetune.steps: no budget for k = {', '.join(missing)} "
+                         f"(it names k = {', '.join(sorted(named))}); add one per k, or give one number")

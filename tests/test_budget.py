@@ -86,3 +86,38 @@ def test_steps_and_eval_every_are_config_keys_with_the_schema_defaults():
     d = settings.optim_defaults()
     assert d["steps"] is None and d["eval_every"] is None
     assert {"steps", "eval_every"} <= set(settings.SETTINGS_KEYS)
+
+
+def test_a_budget_by_k_resolves_per_run_and_is_refused_unresolved():
+    cfg = OptimConfig(steps={"1": 64, 5: 128}, eval_every=16, batch_size=32)
+    assert cfg.at_k(1).steps == 64 and cfg.at_k("5").steps == 128
+    assert schedule(102, cfg.at_k(1))[-1].total_steps == 64 and schedule(510, cfg.at_k(5))[-1].total_steps == 128
+    with pytest.raises(Exception, match="not for k = 10"):
+        cfg.at_k(10)
+    with pytest.raises(Exception, match="budget by k"):
+        schedule(102, cfg)
+    assert OptimConfig(steps=80).at_k(1).steps == 80
+
+
+def test_the_cli_takes_a_budget_by_k_and_the_workflows_mapping():
+    import argparse
+
+    from halsal.cli.options import steps_budget
+
+    assert steps_budget("80") == 80 and steps_budget("1=64, 5=128") == {"1": 64, "5": 128}
+    assert steps_budget({"1": 64}) == {"1": 64} and steps_budget(None) is None
+    with pytest.raises(argparse.ArgumentTypeError, match="k=N pairs"):
+        steps_budget("1=many")
+
+
+def test_the_plan_refuses_a_budget_by_k_that_misses_a_k():
+    from tests.test_plan import load
+
+    plan = load("photos.yaml")
+    steps = plan.config["train"]["finetune"]["steps"]
+    if isinstance(steps, dict):
+        assert {str(k) for k in steps} >= set(plan.ks)
+    with pytest.raises(ValueError, match="no budget for k = 5"):
+        load("photos.yaml", train={**plan.config["train"], "finetune": {**plan.config["train"]["finetune"], "steps": {"1": 64}}})
+    with pytest.raises(ValueError, match="fine-tuning only"):
+        load("photos.yaml", train={**plan.config["train"], "pretrain": {**plan.config["train"]["pretrain"], "steps": {"1": 9}}})

@@ -218,16 +218,16 @@ def broken_gpu_decoder(monkeypatch):
     """DALI sees a GPU, but its mixed decoder fails at run time (an old driver, no nvJPEG)."""
     if not D.dali_available():
         pytest.skip("needs DALI (the fallback goes to DALI on the CPU)")
-    monkeypatch.setattr(D, "_gpu_reason", lambda: None)
+    monkeypatch.setattr(D, "gpu_reason", lambda: None)
     monkeypatch.setattr(D, "gpu_available", lambda: True)
-    real = D._dali_pipeline
+    real = D.dali_pipeline
 
     def pipeline(source, *, device, **kw):
         if device == "gpu":
             raise RuntimeError(NVJPEG_FAILURE)
         return real(source, device=device, **kw)
 
-    monkeypatch.setattr(D, "_dali_pipeline", pipeline)
+    monkeypatch.setattr(D, "dali_pipeline", pipeline)
 
 
 def test_auto_falls_back_to_dali_cpu_when_the_gpu_decoder_fails(awkward, broken_gpu_decoder):
@@ -290,10 +290,10 @@ def fake_gpu(monkeypatch):
     (batch_size, num_threads) of each pipeline built."""
     if not D.dali_available():
         pytest.skip("needs DALI (its CPU operators stand in for the GPU)")
-    monkeypatch.setattr(D, "_gpu_reason", lambda: None)
+    monkeypatch.setattr(D, "gpu_reason", lambda: None)
     monkeypatch.setattr(D, "gpu_available", lambda: True)
-    monkeypatch.setattr(D, "_check_gpu_decoder", lambda device_id=0: None)
-    real = DD._dali_pipeline
+    monkeypatch.setattr(D, "check_gpu_decoder", lambda device_id=0: None)
+    real = DD.dali_pipeline
     state = {"runs": 0}
 
     class Pipe:
@@ -311,7 +311,7 @@ def fake_gpu(monkeypatch):
         fake.built.append((kw["batch_size"], kw["num_threads"]))
         return Pipe(real(source, device="cpu", device_id=None, **kw))
 
-    monkeypatch.setattr(DD, "_dali_pipeline", pipeline)
+    monkeypatch.setattr(DD, "dali_pipeline", pipeline)
     fake = type("FakeGpu", (), {"fail_on": {}, "built": []})()
     return fake
 
@@ -394,13 +394,13 @@ def test_prepare_threads_reach_the_dali_pipeline(tmp_path, monkeypatch):
 
     write_tsv(tmp_path / "index.tsv", generate(tmp_path / "ds", task="fine", classes=2, images_per_class=2,
                                                image_size=80, seed=0))  # 80 px: resampled by the torch pool
-    real, seen = DD._dali_pipeline, []
+    real, seen = DD.dali_pipeline, []
 
     def pipeline(source, **kw):
         seen.append(kw["num_threads"])
         return real(source, **kw)
 
-    monkeypatch.setattr(DD, "_dali_pipeline", pipeline)
+    monkeypatch.setattr(DD, "dali_pipeline", pipeline)
     torch_threads = torch.get_num_threads()
     base = ["prepare", "--index", str(tmp_path / "index.tsv"), "--resize", "72", "--backend", "dali-cpu"]
     for extra, expected in ((["--threads", "3"], 3), ([], len(os.sched_getaffinity(0)))):
@@ -433,6 +433,6 @@ def test_gpu_graph_pins_the_cuda_jpeg_decoder(monkeypatch):
 
     monkeypatch.setattr(fn.decoders, "image", image)
     with pytest.raises(Defined):  # the graph is defined far enough: nothing needs a GPU
-        DD._dali_pipeline(lambda: [np.zeros(4, np.uint8)], device="gpu", resize=32, crop=32, batch_size=1,
+        DD.dali_pipeline(lambda: [np.zeros(4, np.uint8)], device="gpu", resize=32, crop=32, batch_size=1,
                           num_threads=1, device_id=None, prefetch=1, resampler="torch")
     assert seen["device"] == "mixed" and seen["hw_decoder_load"] == 0 and seen["jpeg_fancy_upsampling"] is True

@@ -37,7 +37,7 @@ def cuda():
 @pytest.fixture(scope="module")
 def dali_gpu(cuda):
     """DALI's GPU decoder; a GPU that torch sees and DALI does not is a failure, not a skip."""
-    reason = D._gpu_reason()
+    reason = D.gpu_reason()
     if reason:
         try:
             import nvidia.dali
@@ -98,7 +98,7 @@ def test_dali_gpu_decode_matches_pil_per_image(dali_gpu, jpegs, resize, crop):
     # (hw_decoder_load=0; DALI's fn.decoders.image doc: the mixed backend otherwise sends that share
     # of JPEGs to the hardware decoder of A100/H100/H200, whose chroma upsampling differs from
     # libjpeg-turbo's) and asks for libjpeg-turbo's chroma upsampling (jpeg_fancy_upsampling=True,
-    # same doc). See halsal.data.decode_dali._dali_pipeline; tests/test_decode.py checks the pin.
+    # same doc). See halsal.data.decode_dali.dali_pipeline; tests/test_decode.py checks the pin.
     assert max(per_image.values()) < 1.0, per_image  # every image, as the CPU paths are checked
     assert all(g.std() > 10 for g in got)
 

@@ -33,8 +33,8 @@ def test_pipeline_is_built_once_and_timed_over_passes(tmp_path, monkeypatch):
         files.append(tmp_path / f"{i}.jpg")
         Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(files[-1], quality=90)
     built = []
-    real = D._dali_pipeline
-    monkeypatch.setattr(D, "_dali_pipeline", lambda *a, **kw: built.append(kw["device"]) or real(*a, **kw))
+    real = D.dali_pipeline
+    monkeypatch.setattr(D, "dali_pipeline", lambda *a, **kw: built.append(kw["device"]) or real(*a, **kw))
     one_pass = bench_decode.pipeline_passes(files, 48, 40, device="cpu", batch_size=2, num_threads=1)  # the GPU graph's CPU twin
     assert built == ["cpu"]
     counts = [one_pass() for _ in range(3)]

@@ -138,7 +138,7 @@ def no_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "init", init)
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(D, "_gpu_reason", lambda: "no CUDA GPU visible to DALI")
+    monkeypatch.setattr(D, "gpu_reason", lambda: "no CUDA GPU visible to DALI")
 
 
 @pytest.mark.parametrize("device, gpus", [("auto", 1), ("cuda", None), ("cuda", 1)])
@@ -166,8 +166,8 @@ def test_prepare_decodes_on_the_cpu_where_only_dali_fails(monkeypatch, capsys):
     def broken(device_id=0):
         raise D.GpuDecoderError("DALI's GPU (mixed) decoder failed on a test image (nvJPEG error)")
 
-    monkeypatch.setattr(D, "_gpu_reason", lambda: None)
-    monkeypatch.setattr(D, "_check_gpu_decoder", broken)
+    monkeypatch.setattr(D, "gpu_reason", lambda: None)
+    monkeypatch.setattr(D, "check_gpu_decoder", broken)
     monkeypatch.setattr(gpu, "torch_gpu_reason", lambda: None)  # torch's GPU works
     assert gpu.resolve_decode_backend("auto", 1) == ("dali-cpu" if D.dali_available() else "torchvision")
     err = capsys.readouterr().err

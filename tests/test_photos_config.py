@@ -2,6 +2,7 @@
 and config/photos-scratch.yaml (issue 10: AlexNet from scratch): the real-photo grids, as the dry
 run lists them, and each config's promises (relative paths, labels, optimisation)."""
 
+import json
 import re
 
 import yaml
@@ -47,7 +48,8 @@ def test_pretrained_photos_dry_run_lists_the_grid(tmp_path):
     finetunes = [line for line in proc.stdout.splitlines() if " finetune --arch " in line]
     assert finetunes and all(line.rstrip().endswith(f"--threads {cfg['resources']['threads']} > "
                                                     + line.rsplit("> ", 1)[1]) for line in finetunes)
-    assert cfg["resources"]["threads"] == 1 and f'"steps": {cfg["train"]["finetune"]["steps"]},' in finetunes[0]
+    settings_json = json.loads(re.search(r"--settings '([^']*)'", finetunes[0]).group(1))
+    assert cfg["resources"]["threads"] == 1 and settings_json["steps"] == cfg["train"]["finetune"]["steps"]
     assert re.search(r"halsal (--gpus \d+ )?backbone --arch efficientnet_lite0 --weights imagenet --source-prepared", proc.stdout)
     runs = set(re.findall(r"results/runs/(efficientnet_lite0/\S+?)/metrics\.json", proc.stdout))
     assert runs == {f"efficientnet_lite0/{d}/{m}/d4-stage2-eq2/k{k}/seed{s}" for d in ("flowers102", "cub200")

@@ -107,3 +107,14 @@ def test_bad_vocabulary_and_fusion_are_errors():
         load("config.yaml", archs=["alexnett"])
     with pytest.raises(ValueError, match="'layer9' is not a fusion point of alexnet"):
         load("config.yaml", model__fusion="layer9")
+
+
+def test_a_dataset_may_set_its_own_val_and_test_images_per_class():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    first, *_ = config["datasets"]
+    config["datasets"][first]["test_per_class"] = 25
+    validate(config, schema=str(settings.SCHEMA_PATH))
+    p = halsal_plan.Plan(config)
+    assert p.data_policy(first, "test_per_class") == 25
+    assert p.data_policy(first, "val_per_class") == config["data"]["val_per_class"]
+    assert all(p.data_policy(d, "test_per_class") == config["data"]["test_per_class"] for d in p.datasets if d != first)

@@ -135,7 +135,7 @@ def _cli(tiny, out, epochs, extra=()):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [(), ("--steps", "17", "--eval-every", "5")], ids=["epochs", "steps-eval_every"])
+@pytest.mark.parametrize("extra", [(), ("--steps", "1=3,K=17", "--eval-every", "5")], ids=["epochs", "steps_by_k-eval_every"])
 def test_killed_run_resumes_to_the_same_result(tiny, tmp_path, extra):
     """Also with a budget in steps and validation every 5 steps (issue 25): the epochs that
     were not validated, and the best of those that were, survive the kill."""

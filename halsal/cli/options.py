@@ -18,8 +18,9 @@ def add_optim_args(p: argparse.ArgumentParser) -> None:
                    help="the step's settings as one JSON object with the config's keys "
                         f"({', '.join(settings.SETTINGS_KEYS)}); the workflow passes this. A flag given as well wins")
     g.add_argument("--epochs", type=int, default=D["epochs"])
-    g.add_argument("--steps", type=int, default=D["steps"],
-                   help="budget in optimizer steps, replacing --epochs (the last epoch is cut short)")
+    g.add_argument("--steps", type=steps_budget, default=D["steps"], metavar="N|k=N,...",
+                   help="budget in optimizer steps, replacing --epochs (the last epoch is cut short); "
+                        "'1=64,5=128' gives each k its own")
     g.add_argument("--eval-every", type=int, default=D["eval_every"],
                    help="optimizer steps between validations (default: every epoch; the last epoch always)")
     g.add_argument("--lr", type=float, default=D["lr"])
@@ -46,6 +47,19 @@ def add_optim_args(p: argparse.ArgumentParser) -> None:
                    help="training forward pass precision (bf16: torch.autocast; evaluation stays fp32)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=D["channels_last"],
                    help="NHWC memory format for weights and batches")
+
+
+def steps_budget(value):
+    """``--steps``: N, or a budget per k as ``1=64,5=128`` (the config's mapping, from --settings, as it is)."""
+    if value is None or isinstance(value, (int, dict)):
+        return value
+    text = str(value)
+    try:
+        if "=" not in text:
+            return int(text)
+        return {k.strip(): int(n) for k, n in (part.split("=", 1) for part in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number of steps nor k=N pairs such as 1=64,5=128") from None
 
 
 def add_device_arg(p) -> None:

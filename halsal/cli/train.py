@@ -146,9 +146,9 @@ def _finetune_args(p) -> None:
     p.add_argument("--saliency", default=None, help="Step-1 saliency weights (approach_a/b)")
     p.add_argument("--maps", default=None, help="the dataset's SMIC saliency maps, from smic-maps (smic)")
     p.add_argument("--synthetic", action="store_true", help="label the results as synthetic")
-    _runs_args(p, ("K", "SEED", "SPLIT", "OUT_DIR"), "run: k (or K), seed, its split file and its output folder")
+    _runs_args(p, ("k", "SEED", "SPLIT", "OUT_DIR"), "run: k (or K), seed, its split file and its output folder")
     g = p.add_argument_group("a single run (instead of --run)")
-    g.add_argument("--k", default=None, help="training images per class, or K for all")
+    g.add_argument("--k", default=None, help=f"training images per class, or {spec.K_ALL} for all")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--split", default=None)
     g.add_argument("--out-dir", default=None)
@@ -157,7 +157,7 @@ def _finetune_args(p) -> None:
 
 def _probe_args(p) -> None:
     _dataset_job_args(p)
-    _runs_args(p, ("K", "SEED", "SPLIT"), "probe: k, seed and its split file")
+    _runs_args(p, ("k", "SEED", "SPLIT"), "probe: k, seed and its split file")
     p.add_argument("--variant", default="", help="the main variant, to place the row in its table")
     p.add_argument("--synthetic", action="store_true", help="label the results as synthetic")
     p.add_argument("--input-size", type=int, default=settings.default("data.input_size"), help="network input side")

@@ -12,7 +12,7 @@ uint8, so the tests compare the paths directly:
   docs/benchmarks.md);
 - :func:`decode_dali_gpu`: DALI ``mixed`` decoder, pinned to nvJPEG's CUDA decoder (the hardware
   JPEG decoder of A100/H100/H200 is off: its chroma upsampling differs from libjpeg-turbo's; see
-  :func:`halsal.data.decode_dali._dali_pipeline`). Before a dataset is decoded, one small JPEG
+  :func:`halsal.data.decode_dali.dali_pipeline`). Before a dataset is decoded, one small JPEG
   goes through it: if that fails (old driver, no nvJPEG), backend ``auto`` falls back to DALI on
   the CPU with a warning naming the cause, and an explicit ``dali-gpu`` raises
   :class:`GpuDecoderError` (a HalsalError). A device error later, mid-dataset (CUDA, out of
@@ -42,8 +42,8 @@ from typing import Sequence
 import numpy as np
 
 from halsal import settings
-from halsal.data.decode_cpu import _pil_into, _torchvision_into
-from halsal.data.decode_dali import DecoderFaultError, _dali_cause, _dali_into, _dali_pipeline
+from halsal.data.decode_cpu import pil_into, torchvision_into
+from halsal.data.decode_dali import DecoderFaultError, dali_cause, dali_into, dali_pipeline
 from halsal.errors import HalsalError
 
 _RESIZE, _CROP = settings.default("data.resize"), settings.default("data.input_size")  # the config's
@@ -72,10 +72,10 @@ def dali_available() -> bool:
 
 def gpu_available() -> bool:
     """True when DALI sees a CUDA GPU (CPU-only torch builds would say no even where there is one)."""
-    return _gpu_reason() is None
+    return gpu_reason() is None
 
 
-def _gpu_reason() -> str | None:
+def gpu_reason() -> str | None:
     if not dali_available():
         return "DALI (nvidia-dali-cuda130) is not installed"
     try:
@@ -103,14 +103,14 @@ def _probe_gpu_decoder(device_id: int = 0) -> None:
     buf = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 120, 40)).save(buf, "JPEG")
     data = np.frombuffer(buf.getvalue(), dtype=np.uint8)
-    pipe = _dali_pipeline(lambda: [data], device="gpu", resize=32, crop=32, batch_size=1, num_threads=1,
+    pipe = dali_pipeline(lambda: [data], device="gpu", resize=32, crop=32, batch_size=1, num_threads=1,
                           device_id=device_id, prefetch=1, resampler="torch")
     (out,) = pipe.run()
     np.asarray(out.as_cpu()[0])
     del pipe
 
 
-def _check_gpu_decoder(device_id: int = 0) -> None:
+def check_gpu_decoder(device_id: int = 0) -> None:
     """Raise GpuDecoderError naming the cause where DALI's mixed decoder fails on a good JPEG."""
     try:
         _probe_gpu_decoder(device_id)
@@ -118,7 +118,7 @@ def _check_gpu_decoder(device_id: int = 0) -> None:
         raise
     except Exception as exc:  # DALI raises RuntimeError; anything else is as fatal here
         raise GpuDecoderError(f"decode backend 'dali-gpu' cannot run: DALI's GPU (mixed) decoder failed on a "
-                              f"test image ({_dali_cause(exc)}); set data.decode_backend to 'auto' or "
+                              f"test image ({dali_cause(exc)}); set data.decode_backend to 'auto' or "
                               f"'dali-cpu'") from exc
 
 
@@ -152,22 +152,22 @@ def _run(backend: str, files: Sequence, resize: int, crop: int, on_error: str, p
     with tqdm(total=n, desc=f"decode ({backend})", unit="img", disable=not progress) as bar:
         if backend == "pil":
             for path, row in zip(files, rows):
-                _pil_into(path, out, row, resize, crop, bad)
+                pil_into(path, out, row, resize, crop, bad)
                 bar.update(1)
         elif backend == "torchvision":
             with _torch_threads(kw.get("num_threads")):
-                _torchvision_into(files, rows, out, resize, crop, bad, bar.update)
+                torchvision_into(files, rows, out, resize, crop, bad, bar.update)
         elif backend in ("dali-cpu", "dali-gpu"):
             if not dali_available():
                 raise HalsalError(f"decode backend {backend!r} needs DALI (pip install nvidia-dali-cuda130); "
                                   f"set data.decode_backend to 'auto' or 'torchvision'")
             gpu = backend == "dali-gpu"
-            if gpu and (reason := _gpu_reason()):
+            if gpu and (reason := gpu_reason()):
                 raise HalsalError(f"decode backend 'dali-gpu' cannot run: {reason}; "
                                   f"use 'auto' or 'dali-cpu' where there is no GPU")
             if gpu:
-                _check_gpu_decoder(kw.get("device_id", 0))
-            _dali_into(files, rows, out, resize, crop, bad, bar.update, device="gpu" if gpu else "cpu",
+                check_gpu_decoder(kw.get("device_id", 0))
+            dali_into(files, rows, out, resize, crop, bad, bar.update, device="gpu" if gpu else "cpu",
                        batch_size=kw.get("batch_size", 64), num_threads=kw.get("num_threads"),
                        device_id=kw.get("device_id", 0) if gpu else None, resampler=kw.get("resampler", "torch"))
         else:
@@ -211,7 +211,7 @@ def decode_images(files: Sequence, resize: int = _RESIZE, crop: int = _CROP,
     ``num_threads`` (the job's CPU threads; None: every core) also caps torch on the torchvision path.
 
     ``backend='auto'`` picks the GPU decoder where DALI sees a GPU; if that decoder then fails
-    (see :func:`_check_gpu_decoder`), it warns with the cause and decodes with DALI on the CPU.
+    (see :func:`check_gpu_decoder`), it warns with the cause and decodes with DALI on the CPU.
     A device error during decoding (DecoderFaultError) is not caught here: it stops the job.
     """
     if on_error not in ("raise", "skip"):
@@ -222,7 +222,7 @@ def decode_images(files: Sequence, resize: int = _RESIZE, crop: int = _CROP,
     except GpuDecoderError as exc:
         if backend != "auto":
             raise
-        cause = _dali_cause(exc.__cause__) if exc.__cause__ is not None else str(exc)
+        cause = dali_cause(exc.__cause__) if exc.__cause__ is not None else str(exc)
         warnings.warn(f"data.decode_backend 'auto': DALI's GPU (mixed) decoder does not work here ({cause}); "
                       f"decoding with DALI on the CPU instead (set data.decode_backend: dali-cpu to skip the "
                       f"GPU attempt)", RuntimeWarning, stacklevel=2)

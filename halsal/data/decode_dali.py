@@ -1,7 +1,7 @@
 """The DALI decode paths of :mod:`halsal.data.decode`: the pipeline (CPU operators, or the
 ``mixed`` GPU decoder) with torchvision's output size and crop offset, and the loop that feeds it
 files batch by batch, sets suspect files aside for the reference decoder and redoes a batch DALI
-fails on file by file (:func:`_dali_into`).
+fails on file by file (:func:`dali_into`).
 
 A failed batch is either a bad file or a sick backend, and the two get different answers:
 
@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from halsal.data.decode_cpu import _BadImage, _pil_into, _pil_one, _read, _sniff, _torch_resize_crop
+from halsal.data.decode_cpu import BadImage, pil_into, pil_one, read_bytes, sniff, torch_resize_crop
 from halsal.errors import HalsalError
 
 
@@ -32,7 +32,7 @@ class DecoderFaultError(HalsalError):
     batch failing alone): the job stops instead of listing good files as bad ones."""
 
 
-def _dali_pipeline(source, *, device: str, resize: int, crop: int, batch_size: int, num_threads: int,
+def dali_pipeline(source, *, device: str, resize: int, crop: int, batch_size: int, num_threads: int,
                    device_id, prefetch: int, resampler: str):
     from nvidia.dali import fn, pipeline_def, types
     from nvidia.dali import math as dmath
@@ -153,8 +153,8 @@ class _Feeder:
         paths, rows, arrays = [], [], []
         while self.todo and len(rows) < self.batch_size:
             path, row = self.todo.popleft()
-            data = _read(path)
-            kind = data if isinstance(data, str) else _sniff(data)  # str: cannot be read
+            data = read_bytes(path)
+            kind = data if isinstance(data, str) else sniff(data)  # str: cannot be read
             if kind is None:
                 paths.append(path), rows.append(row), arrays.append(np.frombuffer(data, dtype=np.uint8))
                 continue
@@ -169,7 +169,7 @@ class _Feeder:
         return failed
 
 
-def _dali_into(files, rows, out, resize, crop, bad, tick, *, device, batch_size, num_threads, device_id,
+def dali_into(files, rows, out, resize, crop, bad, tick, *, device, batch_size, num_threads, device_id,
                prefetch=2, resampler="torch") -> None:
     """Decode ``files`` into ``out[rows]`` with DALI; ``num_threads`` (the job's threads; None: every
     core this process may use) sizes DALI's pipeline and the pool that resamples full-size images."""
@@ -185,13 +185,13 @@ def _dali_into(files, rows, out, resize, crop, bad, tick, *, device, batch_size,
         while feeder.aside:
             path, row, kind = feeder.aside.pop(0)
             if kind == "suspect":
-                _pil_into(path, out, row, resize, crop, bad)
+                pil_into(path, out, row, resize, crop, bad)
             else:
                 bad(row, "zero-byte file" if kind == "zero" else kind)
             tick(1)
 
     def make(source, size, depth):
-        return _dali_pipeline(source, device=device, resize=resize, crop=crop, batch_size=size,
+        return dali_pipeline(source, device=device, resize=resize, crop=crop, batch_size=size,
                               num_threads=num_threads, device_id=device_id, prefetch=depth, resampler=resampler)
 
     def store(brows, batch, flags):
@@ -206,7 +206,7 @@ def _dali_into(files, rows, out, resize, crop, bad, tick, *, device, batch_size,
                 torch.set_num_threads(1)
 
             def finish(i):
-                out[brows[i]] = _torch_resize_crop(torch.from_numpy(np.asarray(batch[i])).permute(2, 0, 1),
+                out[brows[i]] = torch_resize_crop(torch.from_numpy(np.asarray(batch[i])).permute(2, 0, 1),
                                                    resize, crop)
             list(pool.map(finish, todo))
             for i in set(range(len(brows))) - set(todo):
@@ -234,12 +234,12 @@ def _dali_into(files, rows, out, resize, crop, bad, tick, *, device, batch_size,
             return
         if len(failing) == len(paths) > 1 and any(_pil_reads(path, resize, crop) for path, _ in failing):
             raise _fault(backend, device_id, paths, f"every file of the batch fails alone, yet PIL reads "
-                                                    f"some of them ({_dali_cause(exc)})") from exc
+                                                    f"some of them ({dali_cause(exc)})") from exc
         warnings.warn(f"DALI failed on a batch of {len(paths)} files; decoded one by one on {backend}, "
-                      f"{len(failing)} of them failed alone and are decoded with PIL instead ({_dali_cause(exc)})",
+                      f"{len(failing)} of them failed alone and are decoded with PIL instead ({dali_cause(exc)})",
                       RuntimeWarning, stacklevel=2)
         for path, row in failing:
-            _pil_into(path, out, row, resize, crop, bad)
+            pil_into(path, out, row, resize, crop, bad)
             tick(1)
 
     try:
@@ -310,18 +310,18 @@ def _fault(backend, device_id, paths, what) -> DecoderFaultError:
 
 def _stop_if_device_error(exc, backend, device_id, paths) -> None:
     if _is_device_error(exc):
-        raise _fault(backend, device_id, paths, f"a device error ({_dali_cause(exc)})") from exc
+        raise _fault(backend, device_id, paths, f"a device error ({dali_cause(exc)})") from exc
 
 
 def _pil_reads(path, resize, crop) -> bool:
     try:
-        _pil_one(path, resize, crop)
-    except _BadImage:
+        pil_one(path, resize, crop)
+    except BadImage:
         return False
     return True
 
 
-def _dali_cause(exc: Exception) -> str:
+def dali_cause(exc: Exception) -> str:
     """The informative line of a DALI error (the one after 'encountered:')."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     if "encountered:" in lines and lines.index("encountered:") + 1 < len(lines):

@@ -12,14 +12,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from halsal.errors import HalsalError
+
 from halsal.data.boxes import CACHE_BOX_COLUMNS
 
-MANIFEST = "manifest.tsv"  # its name in a prepared folder (beside images.npy)
+MANIFEST = "manifest.tsv"  # its name in a prepared folder, beside IMAGES
+IMAGES = "images.npy"  # the prepared uint8 cache's name in a prepared folder
 
 
 def manifest_path(prepared: str | Path) -> Path:
     """The manifest of a prepared folder."""
     return Path(prepared) / MANIFEST
+
+
+def images_path(prepared: str | Path) -> Path:
+    """The uint8 image cache of a prepared folder (what `prepare` writes and every step reads)."""
+    return Path(prepared) / IMAGES
+
+
+def open_images(prepared: str | Path) -> np.ndarray:
+    """A prepared folder's image cache, memory-mapped (only the rows used are read from disk);
+    an error naming the file and the rule to run where it is missing."""
+    path = images_path(prepared)
+    if not path.is_file():
+        raise HalsalError(f"{path} is missing: run the prepare rule for this dataset first")
+    return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:

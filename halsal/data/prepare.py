@@ -18,6 +18,7 @@ from halsal.data.boxes import BOX_COLUMNS, CACHE_BOX_COLUMNS, box_to_cache
 from halsal.data.datasets import read_index
 from halsal.data.decode import decode_images
 from halsal.io import save_npy, write_json, write_tsv
+from halsal.data.manifest import images_path
 
 
 def prepare(index_tsv: str | Path, out_dir: str | Path, *, resize: int = settings.default("data.resize"),
@@ -40,7 +41,7 @@ def prepare(index_tsv: str | Path, out_dir: str | Path, *, resize: int = setting
                "skipped": int((manifest["status"] != "ok").sum()), "backend": result.backend,
                "cache_shape": list(result.images.shape)}
     write_json(out_dir / "prepare.json", summary)
-    save_npy(out_dir / "images.npy", result.images)
+    save_npy(images_path(out_dir), result.images)
     return summary
 
 

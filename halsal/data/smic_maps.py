@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from halsal.data.manifest import ok_rows, read_prepared_manifest
+from halsal.data.manifest import images_path, ok_rows, open_images, read_prepared_manifest
 from halsal.errors import HalsalError
 from halsal.io import save_npy, write_json
 
@@ -204,13 +204,10 @@ def smic_maps(index_tsv, prepared, out, *, source: str = "spectral_residual", fo
     from halsal.data.datasets import read_index
 
     prepared = Path(prepared)
-    images_path = prepared / "images.npy"
-    if not images_path.is_file():
-        raise HalsalError(f"{images_path} is missing: run the prepare rule for this dataset first")
-    images = np.load(images_path, mmap_mode="r", allow_pickle=False)
+    images, images_file = open_images(prepared), images_path(prepared)
     index = read_index(index_tsv)
     if len(index) != images.shape[0]:
-        raise HalsalError(f"{index_tsv} has {len(index)} rows but {images_path} {images.shape[0]}: re-run prepare")
+        raise HalsalError(f"{index_tsv} has {len(index)} rows but {images_file} {images.shape[0]}: re-run prepare")
     if source == "spectral_residual":
         maps = spectral_residual_maps(images)
         folder = None

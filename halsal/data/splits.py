@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from halsal import settings
+from halsal import settings, spec
 from halsal.data.datasets import HASH_COLUMN, duplicate_groups
 from halsal.data.manifest import ok_rows
 from halsal.errors import HalsalError
@@ -199,9 +199,9 @@ def usable_rows(index: pd.DataFrame, manifest: pd.DataFrame) -> pd.Series:
 
 
 def select(split: pd.DataFrame, role: str, k: str | int | None = None) -> pd.DataFrame:
-    """Rows of one role; for 'train', the k-shot subset (k an int, or 'K' for all)."""
+    """Rows of one role; for 'train', the k-shot subset (k an int, or spec.K_ALL for all)."""
     part = split[split["role"] == role]
-    if role == "train" and k not in (None, "K"):
+    if role == "train" and k not in (None, spec.K_ALL):
         part = part[part["rank"] < int(k)]
     return part.sort_values(["label", "rank"]).reset_index(drop=True)
 

@@ -60,7 +60,7 @@ def parse_variant_arg(values: list[str]) -> str | dict:
 
 def k_sort_key(k) -> float:
     """Numeric k ascending, then K (all remaining training images) last."""
-    return math.inf if str(k) == "K" else float(k)
+    return math.inf if str(k) == spec.K_ALL else float(k)
 
 
 def sort_ks(ks: Iterable) -> list[str]:

@@ -30,7 +30,7 @@ SMIC_SPECTRAL_NOTE = (f"{SMIC_SPECTRAL_LABEL}: the SMIC network fed with spectra
                       "values are shown for reference only, without a difference.")
 ARCH_LABELS = spec.ARCH_LABELS
 PAPER_TABLES = {"alexnet": "table1_alexnet.tsv", "resnet152": "table2_resnet152.tsv"}
-PAPER_KS = ["1", "2", "3", "5", "10", "15", "20", "25", "30", "K"]
+PAPER_KS = ["1", "2", "3", "5", "10", "15", "20", "25", "30", spec.K_ALL]
 # The printed tables' row names (SMIC without its asterisk) -> method ids.
 _PAPER_METHOD = {m.label.rstrip("*"): name for name, m in spec.METHODS.items()}
 

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from halsal.data.boxes import crop_boxes
-from halsal.data.manifest import cache_boxes, ok_rows, read_prepared_manifest
+from halsal.data.manifest import cache_boxes, ok_rows, open_images, read_prepared_manifest
 from halsal.data.splits import relabel, select
 from halsal.errors import HalsalError
 from halsal.train.device_cache import DeviceImages, eval_batch_size, upload
@@ -77,12 +77,8 @@ def load_split(prepared: str | Path, split_tsv: str | Path, k, device: torch.dev
     (a fine-tuning job opens it once for all its runs). ``normalisation``: the backbone weights'
     ``(mean, std)`` (:func:`halsal.models.weights.normalisation`)."""
     prepared = Path(prepared)
-    images_path = prepared / "images.npy"
     if cache is None:
-        if not images_path.is_file():
-            raise HalsalError(f"{images_path} is missing: run the prepare rule for this dataset first")
-        # Memory-mapped: only the rows of this split are read from disk.
-        cache = np.load(images_path, mmap_mode="r", allow_pickle=False)
+        cache = open_images(prepared)
     split = pd.read_csv(split_tsv, sep="\t", keep_default_na=False)
     man = read_prepared_manifest(prepared)
     boxes_by_row = cache_boxes(man)

@@ -24,6 +24,7 @@ validation/test accuracy and the saliency statistics do not depend on the traini
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -53,8 +54,9 @@ class OptimConfig:
 
     epochs: int = _DEFAULTS["epochs"]
     # The budget in optimizer steps (None: ``epochs`` full epochs). Set, it replaces ``epochs``:
-    # small training sets (k = 1) get as many updates as large ones (docs/decisions.md).
-    steps: int | None = _DEFAULTS["steps"]
+    # small training sets (k = 1) get as many updates as large ones (docs/decisions.md). A
+    # mapping {k: steps} gives each k its own budget; :meth:`at_k` resolves it for one run.
+    steps: int | dict | None = _DEFAULTS["steps"]
     # Optimizer steps between validations (None: after every epoch); the last epoch is always
     # validated, and the selected epoch is the best validated one.
     eval_every: int | None = _DEFAULTS["eval_every"]
@@ -78,6 +80,16 @@ class OptimConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "OptimConfig":
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    def at_k(self, k) -> "OptimConfig":
+        """The settings of one run at ``k``: a ``steps`` mapping by k becomes that k's budget."""
+        if not isinstance(self.steps, dict):
+            return self
+        budgets = {str(key): value for key, value in self.steps.items()}
+        if str(k) not in budgets:
+            raise HalsalError(f"train.finetune.steps gives a budget for k = {', '.join(budgets)} but not for "
+                              f"k = {k}: add '{k}: <steps>' to it, or give one number for every k")
+        return dataclasses.replace(self, steps=int(budgets[str(k)]))
 
 
 @dataclass
@@ -191,6 +203,9 @@ def schedule(n_train: int, cfg: OptimConfig) -> list[Epoch]:
     """The epochs of a run on ``n_train`` images: ``cfg.steps`` optimizer steps (the last epoch
     cut short) or ``cfg.epochs`` full epochs, each validated per ``cfg.eval_every``."""
     per_epoch = max(1, math.ceil(n_train / cfg.batch_size))
+    if isinstance(cfg.steps, dict):
+        raise HalsalError(f"steps {cfg.steps} is a budget by k: resolve it for one run with OptimConfig.at_k "
+                          "(only fine-tuning runs have a k; Steps 0-1 take one number)")
     if cfg.steps is not None:
         n_epochs = math.ceil(cfg.steps / per_epoch)
         steps = [per_epoch] * (n_epochs - 1) + [cfg.steps - per_epoch * (n_epochs - 1)]

@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from halsal import spec
 from halsal.errors import HalsalError
+from halsal.data.manifest import open_images
 
 GIB = 2**30
 # What the estimate leaves out (cuDNN workspaces, allocator fragmentation, evaluation batches):
@@ -167,12 +168,9 @@ def cache_bytes(images: int, image_shape, maps: bool = False) -> int:
 
 def pretrain_estimate(arch: str, classes: int, model_options: dict, prepared, split_tsv, cfg,
                       input_size: int) -> MemoryEstimate:
-    """Step 1: the saliency branch trains on the whole source split ('K'), the rest is frozen."""
-    images_path = Path(prepared) / "images.npy"
-    if not images_path.is_file():
-        raise HalsalError(f"{images_path} is missing: run the prepare rule for this dataset first")
-    shape = np.load(images_path, mmap_mode="r", allow_pickle=False).shape[1:]
-    images, _ = split_images(split_tsv, "K")
+    """Step 1: the saliency branch trains on the whole source split (k = spec.K_ALL), the rest is frozen."""
+    shape = open_images(prepared).shape[1:]
+    images, _ = split_images(split_tsv, spec.K_ALL)
     return estimate_training_memory(arch, classes, cfg.batch_size, input_size, model_options=model_options,
                                     frozen="rgb_and_joint", optimizer=cfg.optimizer, momentum=cfg.momentum,
                                     cache=cache_bytes(images, shape))

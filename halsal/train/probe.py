@@ -14,14 +14,13 @@ grid searched.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from halsal.data.manifest import ok_rows, read_prepared_manifest
+from halsal.data.manifest import ok_rows, open_images, read_prepared_manifest
 from halsal.data.splits import relabel, select
 from halsal.errors import HalsalError
 from halsal.io import torch_load, write_tsv
@@ -108,10 +107,7 @@ def _standardised(xs: dict) -> dict:
 def linear_probe(*, arch: str, dataset: str, backbone_pt, prepared, runs, input_size: int, out_tsv,
                  device=torch.device("cpu"), synthetic: bool = False, variant: str = "") -> pd.DataFrame:
     """The probe for every ``(k, seed, split_tsv)`` of ``runs``; one row each in ``out_tsv``."""
-    images_path = Path(prepared) / "images.npy"
-    if not images_path.is_file():
-        raise HalsalError(f"{images_path} is missing: run the prepare rule for this dataset first")
-    cache = np.load(images_path, mmap_mode="r", allow_pickle=False)
+    cache = open_images(prepared)
     splits = {str(s): pd.read_csv(s, sep="\t", keep_default_na=False) for _, _, s in runs}
     man = read_prepared_manifest(prepared)  # images that prepare skipped are left out, as in Step 2
     splits = {s: df[ok_rows(man, df["row"])] for s, df in splits.items()}

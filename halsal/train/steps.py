@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from halsal import settings, spec
-from halsal.data.manifest import manifest_path
+from halsal.data.manifest import images_path, manifest_path, open_images
 from halsal.data.smic_maps import load_maps, read_maps_info
 from halsal.errors import HalsalError
 from halsal.gpu import run_record
@@ -64,7 +64,7 @@ def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, 
         if source_prepared is None or source_split is None:
             raise HalsalError("model.weights is 'scratch' but no source set was given for Step 0")
         aug = augment or {}
-        data = load_split(source_prepared, source_split, "K", device, input_size, aug.get("random_crop", True),
+        data = load_split(source_prepared, source_split, spec.K_ALL, device, input_size, aug.get("random_crop", True),
                           aug.get("flip", True), normalisation=normalisation(arch))
         seed_everything(0)
         model = build_model(arch, len(data.class_names), saliency="none", fc_width=fc_width)
@@ -90,7 +90,7 @@ def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, 
     info["normalisation"] = dict(zip(("mean", "std"), normalisation(arch)))
     if weights != "scratch" and source_prepared is not None and source_split is not None:
         # No training: the weights' own accuracy on the source set's test images.
-        data = load_split(source_prepared, source_split, "K", device, input_size, False, False,
+        data = load_split(source_prepared, source_split, spec.K_ALL, device, input_size, False, False,
                           normalisation=normalisation(arch))
         allowed = source_labels(data, classes, backbone_pt=f"the {weights} weights")
         info["source_test"] = source_accuracy(net.to(device), data.test, allowed)
@@ -138,7 +138,7 @@ def pretrain_saliency(arch: str, variant: str, backbone_pt: str | Path, out: str
         check_gpu_memory(device, pretrain_estimate(arch, classes, {**_variant(arch, variant), **shape_options(arch, state)},
                                                    source_prepared, source_split, cfg, input_size),
                          step="Step 1 (pretrain_saliency)", batch_key="train.pretrain.batch_size")
-    data = load_split(source_prepared, source_split, "K", device, input_size, aug.get("random_crop", True),
+    data = load_split(source_prepared, source_split, spec.K_ALL, device, input_size, aug.get("random_crop", True),
                       aug.get("flip", True), normalisation=normalisation(arch))
     allowed = source_labels(data, classes, backbone_pt)
     seed_everything(0)
@@ -232,10 +232,8 @@ def load_finetune_inputs(*, arch: str, method: str, variant: str, dataset: str, 
     kind, from_step1 = spec.METHODS[method].saliency, spec.METHODS[method].from_step1
     _variant(arch, variant)
     prepared = Path(prepared)
-    images_path = prepared / "images.npy"
-    if not images_path.is_file():
-        raise HalsalError(f"{images_path} is missing: run the prepare rule for this dataset first")
-    cache = np.load(images_path, mmap_mode="r", allow_pickle=False)
+    cache = open_images(prepared)
+    images_file = images_path(prepared)
     map_cache = maps_source = None
     if kind == "external":
         if maps is None:
@@ -253,7 +251,7 @@ def load_finetune_inputs(*, arch: str, method: str, variant: str, dataset: str, 
     aug = {"random_crop": True, "flip": True, **(augment or {})}  # explicit: part of the fingerprint
     manifest = manifest_path(prepared)
     stamp = records.stamp
-    stamps = {"images": stamp(images_path), "manifest": stamp(manifest) if manifest.is_file() else None,
+    stamps = {"images": stamp(images_file), "manifest": stamp(manifest) if manifest.is_file() else None,
               "backbone": stamp(backbone_pt), "saliency": stamp(saliency_pt) if from_step1 else None,
               "maps": stamp(maps) if kind == "external" else None}
     return FinetuneInputs(arch=arch, method=method, variant=variant, dataset=dataset, prepared=prepared, cache=cache,
@@ -265,7 +263,7 @@ def load_finetune_inputs(*, arch: str, method: str, variant: str, dataset: str, 
 def run_fingerprint(inputs: FinetuneInputs, run: FinetuneRun) -> str:
     """What a run's result depends on: its settings, the identity of its input files and
     halsal's training code (not the device, threads or checkpoint interval)."""
-    optim = {k: v for k, v in inputs.cfg.__dict__.items() if k != "checkpoint_seconds"}
+    optim = {k: v for k, v in inputs.cfg.at_k(run.k).__dict__.items() if k != "checkpoint_seconds"}
     return records.fingerprint({
         "step": 2, "arch": inputs.arch, "method": inputs.method, "variant": inputs.variant, "dataset": inputs.dataset,
         "k": str(run.k), "seed": int(run.seed), "input_size": inputs.input_size, "augment": inputs.augment,
@@ -283,7 +281,7 @@ def finetune_run(inputs: FinetuneInputs, run: FinetuneRun) -> dict:
     atomically), so the presence of metrics.json means done."""
     t0 = time.perf_counter()
     arch, method, variant, k, seed = inputs.arch, inputs.method, inputs.variant, run.k, int(run.seed)
-    cfg, device, aug, input_size = inputs.cfg, inputs.device, inputs.augment, inputs.input_size
+    cfg, device, aug, input_size = inputs.cfg.at_k(k), inputs.device, inputs.augment, inputs.input_size
     out_dir = Path(run.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     kind, freeze = spec.METHODS[method].saliency, spec.METHODS[method].frozen

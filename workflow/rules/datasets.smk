@@ -101,8 +101,8 @@ rule split:
         notes=tree.split_notes("{dataset}", "{seed}"),
     params:
         max_k=lambda wc: 1 if wc.dataset == plan.source else plan.max_k(),
-        val=config["data"]["val_per_class"],
-        test=config["data"]["test_per_class"],
+        val=lambda wc: plan.data_policy(wc.dataset, "val_per_class"),
+        test=lambda wc: plan.data_policy(wc.dataset, "test_per_class"),
         too_few=lambda wc: plan.data_policy(wc.dataset, "too_few_images"),
         duplicates=lambda wc: plan.data_policy(wc.dataset, "duplicates"),
     log:
