@@ -54,9 +54,9 @@ def target_stats(arch, variant, backbone_pt, saliency_pt, prepared, split, input
     data = load_split(prepared, split, spec.K_ALL, torch.device("cpu"), input_size, False, False,
                       normalisation=normalisation(arch))
     state = torch_load(backbone_pt)
-    from halsal.models import check_variant
+    from halsal.models import variant_options
 
-    model = build_model(arch, len(data.class_names), **check_variant(arch, variant), fc_width=fc_width)
+    model = build_model(arch, len(data.class_names), **variant_options(arch, variant), fc_width=fc_width)
     load_backbone(model, state, skip_top=True)
     model.load_state_dict(torch_load(saliency_pt), strict=False)
     return evaluate(model, data.test, data.boxes.get("test"))[1]

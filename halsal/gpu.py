@@ -310,22 +310,22 @@ def resolve_decode_backend(backend: str, gpus: int | None = None) -> str:
     """The decode backend of a prepare job. With ``gpus > 0`` and ``auto``: DALI's GPU decoder
     (probed on a test image); where it cannot run, the job stops if torch cannot use the GPU
     either, and otherwise decodes on the CPU with a warning (the GPU works, DALI does not)."""
-    from halsal.data import decode as D
+    from halsal.data import decode
 
     if backend != "auto" or not gpus:
-        return _log_backend(D.resolve_backend(backend), backend)
-    reason = D.gpu_reason()
+        return _log_backend(decode.resolve_backend(backend), backend)
+    reason = decode.gpu_reason()
     if reason is None:
         try:
-            D.check_gpu_decoder(0)
-        except D.GpuDecoderError as exc:
+            decode.check_gpu_decoder(0)
+        except decode.GpuDecoderError as exc:
             reason = str(exc)
     if reason is None:
         return _log_backend("dali-gpu", backend)
     torch_reason = torch_gpu_reason()
     if torch_reason:
         raise gpu_error(f"data.decode_backend is 'auto' and resources.gpu is {gpus}", torch_reason, reason)
-    fallback = "dali-cpu" if D.dali_available() else "torchvision"
+    fallback = "dali-cpu" if decode.dali_available() else "torchvision"
     print(f"WARNING: torch sees the GPU but DALI cannot decode on it ({reason}); decoding with {fallback} on the "
           "CPU (set data.decode_backend: dali-cpu to say so in the config)", file=sys.stderr, flush=True)
     return _log_backend(fallback, backend)

@@ -48,16 +48,16 @@ class Plan:
     tree: Tree = field(default_factory=Tree)
 
     def __post_init__(self):
-        c = self.config
-        settings.check_vocabulary(c)
-        settings.check_budgets(c)
-        self.source = c["source"]["name"]
-        self.archs = list(c["archs"])
-        self.datasets = list(c["datasets"])
-        self.methods = list(c["methods"])
-        self.ks = [str(k) for k in c["ks"]]
-        self.abl = c.get("ablations") or {}
-        self.batch = c["train"]["finetune_batch"]
+        config = self.config
+        settings.check_vocabulary(config)
+        settings.check_budgets(config)
+        self.source = config["source"]["name"]
+        self.archs = list(config["archs"])
+        self.datasets = list(config["datasets"])
+        self.methods = list(config["methods"])
+        self.ks = [str(k) for k in config["ks"]]
+        self.ablations = config.get("ablations") or {}
+        self.batch = config["train"]["finetune_batch"]
         self.variants = {arch: self.variant_for(arch) for arch in spec.ARCHS}  # each arch's main variant
         self.variant = self.variants[self.archs[0]]  # the report's tables and plots use the first arch's
         self.check_fusion_points()
@@ -94,7 +94,7 @@ class Plan:
     def source_used(self) -> bool:
         """Whether a step trains on the source set: Step 0 (weights: scratch) or Step 1."""
         methods, archs = set(self.methods), set(self.archs)
-        if self.ablation_variant_lists():
+        if self.has_ablation_variants():
             methods |= set(self.ablation_methods())
             archs |= set(self.ablation_archs())
         return bool(methods & set(spec.FROM_STEP1)) or any(self.weights_for(a) == "scratch" for a in archs)
@@ -105,7 +105,7 @@ class Plan:
 
     def max_k(self) -> int:
         """The largest integer k of the main grid and the ablations (the split needs it)."""
-        ints = [int(k) for k in self.ks + [str(k) for k in self.abl.get("ks") or []] if k != spec.K_ALL]
+        ints = [int(k) for k in self.ks + [str(k) for k in self.ablations.get("ks") or []] if k != spec.K_ALL]
         return max(ints) if ints else 1
 
     # --- variants ------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ class Plan:
         """A ValueError (at parse time) on a fusion point that the arch does not have."""
         wanted = {(a, self.fusion_for(a), "model.fusion") for a in (archs or self.archs)}
         if archs is None:
-            wanted |= {(a, f, "ablations.fusions") for a in self.abl.get("archs", []) for f in self.abl.get("fusions", [])}
+            wanted |= {(a, f, "ablations.fusions") for a in self.ablations.get("archs", []) for f in self.ablations.get("fusions", [])}
         for arch, fusion, key in sorted(wanted):
             try:
                 spec.check_fusion(arch, fusion)
@@ -144,14 +144,15 @@ class Plan:
     # --- the main grid -----------------------------------------------------------------------
     def seeds_for(self, k) -> list[int]:
         """The main grid's seeds at ``k``: config `seeds_by_k` where it names k, else `seeds`."""
-        return list((self.config.get("seeds_by_k") or {}).get(str(k), self.config["seeds"]))
+        by_k = {str(key): seeds for key, seeds in (self.config.get("seeds_by_k") or {}).items()}  # YAML may give int keys
+        return list(by_k.get(str(k), self.config["seeds"]))
 
     def finetune_metrics(self, archs=None, datasets=None, methods=None, ks=None, seeds=None, variant=None) -> list[str]:
         """metrics.json of a fine-tuning grid (defaults: the main grid, each arch at its main variant)."""
         return [self.tree.run_file(a, d, m, variant or self.variants[a], k, s)
-                for a, d, m, k, s in self.grid(archs, datasets, methods, ks, seeds)]
+                for a, d, m, k, s in self.run_grid(archs, datasets, methods, ks, seeds)]
 
-    def grid(self, archs=None, datasets=None, methods=None, ks=None, seeds=None) -> list[tuple]:
+    def run_grid(self, archs=None, datasets=None, methods=None, ks=None, seeds=None) -> list[tuple]:
         """``(arch, dataset, method, k, seed)`` of a grid (defaults: the main grid)."""
         return [(a, d, m, str(k), s) for a in (archs or self.archs) for d in (datasets or self.datasets)
                 for m in (methods or self.methods) for k in (ks or self.ks) for s in (seeds or self.seeds_for(k))]
@@ -163,25 +164,25 @@ class Plan:
 
     # --- ablations (Figures 2-3, Eq. 1 vs 2) ---------------------------------------------------
     def ablation_archs(self) -> list[str]:
-        return list(self.abl.get("archs") or spec.ABLATION_ARCHS)
+        return list(self.ablations.get("archs") or spec.ABLATION_ARCHS)
 
     def ablation_methods(self) -> list[str]:
-        return list(self.abl.get("methods") or [spec.ABLATION_METHOD])
+        return list(self.ablations.get("methods") or [spec.ABLATION_METHOD])
 
-    def ablation_variant_lists(self) -> bool:
-        return any(self.abl.get(key) for key in ABLATION_FACTORS.values())
+    def has_ablation_variants(self) -> bool:
+        return any(self.ablations.get(key) for key in ABLATION_FACTORS.values())
 
     def ablation_variants(self, arch, factor=None) -> list[str]:
         """The variants of one factor (depth, fusion, modulation), or of all three, for ``arch``."""
         out = []
         for f, key in ABLATION_FACTORS.items():
             if factor in (None, f):
-                out += [self.variant_for(arch, **{f: value}) for value in self.abl.get(key, [])]
+                out += [self.variant_for(arch, **{f: value}) for value in self.ablations.get(key, [])]
         return _unique(out)
 
     def ablation_only_variants(self) -> list[str]:
         """Variants that only the ablations use (their runs: rule finetune_ablation)."""
-        if not self.abl:
+        if not self.ablations:
             return []
         if "_ablation_only" not in self.__dict__:
             self._ablation_only = sorted(
@@ -191,15 +192,15 @@ class Plan:
     def ablation_grid(self, factor=None) -> list[tuple]:
         """``(arch, dataset, method, variant, k, seed)`` of the ablation runs (one factor, or all);
         Baseline-RGB has no saliency branch, so it runs at the main variant only."""
-        if not self.abl:
+        if not self.ablations:
             return []
-        ks = [str(k) for k in self.abl.get("ks") or self.ks]
-        seeds = list(self.abl.get("seeds") or self.config["seeds"])
+        ks = [str(k) for k in self.ablations.get("ks") or self.ks]
+        seeds = list(self.ablations.get("seeds") or self.config["seeds"])
         out = []
         for arch in self.ablation_archs():
             for method in self.ablation_methods():
                 for variant in [self.variants[arch]] if method == spec.BASELINE else self.ablation_variants(arch, factor):
-                    out += [(arch, d, method, variant, k, s) for d in self.abl.get("datasets") or self.datasets
+                    out += [(arch, d, method, variant, k, s) for d in self.ablations.get("datasets") or self.datasets
                             for k in ks for s in seeds]
         return _unique(out)
 
@@ -209,18 +210,18 @@ class Plan:
     def report_grid(self) -> list[tuple]:
         """``(arch, dataset, method, variant, k, seed)`` of every run the report aggregates: the
         main grid, then the ablations."""
-        return _unique([(a, d, m, self.variants[a], k, s) for a, d, m, k, s in self.grid()] + self.ablation_grid())
+        return _unique([(a, d, m, self.variants[a], k, s) for a, d, m, k, s in self.run_grid()] + self.ablation_grid())
 
     def report_metrics(self) -> list[str]:
         return self.report_run_files("metrics.json")
 
     # --- fine-tuning jobs (train.finetune_batch) -----------------------------------------------
-    def finetune_grid(self, ablation=False) -> tuple[list[str], list[int]]:
+    def job_ks_and_seeds(self, ablation=False) -> tuple[list[str], list[int]]:
         """ks and seeds of the jobs of the main variants, or (ablation=True) of the ablation-only
         variants. The main variants' jobs also cover the ablations' ks and seeds (their
         Baseline-RGB reference and main-variant points are main-variant runs)."""
-        ks = [str(k) for k in (self.abl.get("ks") or self.ks)]
-        seeds = list(self.abl.get("seeds") or self.config["seeds"])
+        ks = [str(k) for k in (self.ablations.get("ks") or self.ks)]
+        seeds = list(self.ablations.get("seeds") or self.config["seeds"])
         if not ablation:
             ks = self.ks + ks
             seeds = list(self.config["seeds"]) + [s for k in self.ks for s in self.seeds_for(k)] + seeds
@@ -228,13 +229,13 @@ class Plan:
 
     def ablation_seeds(self, k) -> list[int]:
         """Seeds the ablations ask of the main variant's jobs at ``k`` (their reference runs)."""
-        if not self.abl or str(k) not in [str(x) for x in (self.abl.get("ks") or self.ks)]:
+        if not self.ablations or str(k) not in [str(x) for x in (self.ablations.get("ks") or self.ks)]:
             return []
-        return list(self.abl.get("seeds") or self.config["seeds"])
+        return list(self.ablations.get("seeds") or self.config["seeds"])
 
     def job_runs(self, ablation=False) -> list[tuple[str, str]]:
         """``(k, seed)`` of the runs of one job: values, or ``{k}``/``{seed}`` wildcards."""
-        ks, seeds = self.finetune_grid(ablation)
+        ks, seeds = self.job_ks_and_seeds(ablation)
         if self.batch == "run":
             return [("{k}", "{seed}")]
         if self.batch == "seed":
@@ -276,11 +277,11 @@ class Plan:
         ablation_only = set(self.ablation_only_variants())
         jobs: dict[tuple, Job] = {}
         for a, d, m, v, k, s in wanted:
-            abl = v in ablation_only
+            is_ablation = v in ablation_only
             wc = {"arch": a, "dataset": d, "method": m, "variant": v, "k": k, "seed": s}
             key = (a, d, m, v, *([k, s] if self.batch == "run" else [s] if self.batch == "seed" else []))
             if key not in jobs:
-                jobs[key] = Job(a, d, m, v, tuple(self.runs_of(wc, abl)), abl)
+                jobs[key] = Job(a, d, m, v, tuple(self.runs_of(wc, is_ablation)), is_ablation)
         return list(jobs.values())
 
     # --- Steps 0-1, SMIC maps, the probe -------------------------------------------------------
@@ -289,7 +290,7 @@ class Plan:
         out = []
         if set(self.methods) & set(spec.FROM_STEP1):
             out += [(a, self.variants[a]) for a in self.archs]
-        if set(self.ablation_methods()) & set(spec.FROM_STEP1) and self.abl:
+        if set(self.ablation_methods()) & set(spec.FROM_STEP1) and self.ablations:
             out += [(a, v) for a, _, m, v, _, _ in self.ablation_grid() if m in spec.FROM_STEP1]
         return _unique(out)
 
@@ -320,7 +321,7 @@ class Plan:
 
     def smic_datasets(self) -> list[str]:
         """The datasets whose SMIC maps a job reads (method smic, or the reference row)."""
-        used = [d for a, d, m, *_ in self.grid() if m == "smic"]
+        used = [d for a, d, m, *_ in self.run_grid() if m == "smic"]
         used += [d for a, d, m, *_ in self.ablation_grid() if m == "smic"]
         return _unique(used + list(self.reference_maps()))
 

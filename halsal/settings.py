@@ -123,13 +123,13 @@ def settings_defaults(text: str) -> dict:
 def check_vocabulary(config: dict) -> None:
     """A ValueError naming the key, the value and the choices where the config names an arch or
     a method that :mod:`halsal.spec` does not define (the schema leaves these lists to spec)."""
-    abl = config.get("ablations") or {}
+    ablations = config.get("ablations") or {}
     model = config.get("model") or {}
     lists = {"archs": (config.get("archs", []), spec.ARCHS), "methods": (config.get("methods", []), spec.METHOD_NAMES),
-             "ablations.archs": (abl.get("archs", []), spec.ARCHS),
-             "ablations.methods": (abl.get("methods", []), spec.METHOD_NAMES)}
+             "ablations.archs": (ablations.get("archs", []), spec.ARCHS),
+             "ablations.methods": (ablations.get("methods", []), spec.METHOD_NAMES)}
     lists["model.modulation"] = ([model["modulation"]] if "modulation" in model else [], spec.MODULATIONS)
-    lists["ablations.modulations"] = (abl.get("modulations", []), spec.MODULATIONS)
+    lists["ablations.modulations"] = (ablations.get("modulations", []), spec.MODULATIONS)
     for key in ("weights", "fusion"):
         if isinstance(model.get(key), dict):
             lists[f"model.{key} (its keys)"] = (list(model[key]), spec.ARCHS)

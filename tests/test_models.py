@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision.models import alexnet as tv_alexnet
 
-from halsal.models import build_model, check_variant
+from halsal.models import build_model, variant_options
 from halsal.models.saliency import modulate
 from halsal.models.weights import backbone_state_dict, load_backbone
 from tests.conftest import assert_eq3_gradient
@@ -99,9 +99,9 @@ def test_saliency_depths(depth):
 
 
 def test_check_variant():
-    assert check_variant("alexnet", "d3-conv3-eq1") == {"saliency_depth": 3, "fusion": "conv3", "modulation": "eq1"}
+    assert variant_options("alexnet", "d3-conv3-eq1") == {"saliency_depth": 3, "fusion": "conv3", "modulation": "eq1"}
     with pytest.raises(ValueError):
-        check_variant("alexnet", "nonsense")
+        variant_options("alexnet", "nonsense")
 
 
 def test_smic_alexnet_takes_the_map_as_a_fourth_channel():

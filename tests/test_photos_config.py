@@ -16,15 +16,6 @@ METHODS = ["baseline", "scratch_sal", "smic", "approach_a", "approach_b"]
 PRETRAINED_METHODS = ["baseline", "approach_a", "approach_b"]
 
 
-def test_pretrained_photos_config_promises():
-    cfg = yaml.safe_load(PHOTOS.read_text())
-    assert cfg["archs"] == ["efficientnet_lite0"] and cfg["model"]["weights"] == "imagenet"
-    assert cfg["methods"] == PRETRAINED_METHODS and {1, 5} <= set(cfg["ks"]) and len(cfg["seeds"]) >= 3
-    assert cfg["data"]["input_size"] >= 160 and cfg["probe"]["enabled"] is True
-    specs = {**cfg["datasets"], cfg["source"]["name"]: cfg["source"]}
-    assert sorted(specs) == ["cub200", "flowers102", "tiny_imagenet"]
-    for name, spec in specs.items():
-        assert spec["kind"] == "folder" and spec["source"] == f"../shared/data/{name}"  # relative, read in place
 
 
 def test_pretrained_photos_dry_run_lists_the_grid(tmp_path):
@@ -56,22 +47,6 @@ def test_pretrained_photos_dry_run_lists_the_grid(tmp_path):
                     for m in PRETRAINED_METHODS for k in cfg["ks"] for s in cfg["seeds"]}
 
 
-def test_photos_config_promises():
-    cfg = yaml.safe_load(SCRATCH.read_text())
-    assert cfg["model"]["weights"] == "scratch" and cfg["smic"]["source"] == "spectral_residual"
-    assert cfg["methods"] == METHODS and cfg["ks"] == [1, 3, 5, 10] and len(cfg["seeds"]) >= 3
-    specs = {**cfg["datasets"], cfg["source"]["name"]: cfg["source"]}
-    assert sorted(specs) == ["cub200", "flowers102", "tiny_imagenet"]
-    for name, spec in specs.items():
-        assert spec["kind"] == "folder" and spec["source"] == f"../shared/data/{name}"  # relative, read in place
-    # "keep in step with config/config.yaml's train section": only the epochs differ.
-    demo = yaml.safe_load((REPO / "config/config.yaml").read_text())["train"]
-    for step in ("backbone", "pretrain", "finetune"):
-        ours = {k: v for k, v in cfg["train"][step].items() if k != "epochs"}
-        theirs = {k: v for k, v in demo[step].items() if k != "epochs"}
-        assert ours == theirs, f"train.{step} differs from config/config.yaml's: {ours} != {theirs}"
-    assert cfg["train"]["augment"] == demo["augment"]
-    assert {k: cfg["data"][k] for k in ("resize", "input_size")} == {"resize": 72, "input_size": 64}
 
 
 def test_scratch_photos_dry_run_lists_the_grid(tmp_path):
@@ -98,17 +73,36 @@ def test_scratch_photos_dry_run_lists_the_grid(tmp_path):
     assert len(re.findall(r"halsal index --root \.\./shared/data/\S+ .*--per-class 40 --per-class-seed 0", proc.stdout)) == 3
 
 
-def test_make_photos_publishes_into_the_docs_page():
-    """`make photos` ends by splicing the workflow's results.md into docs/results-photos.md
-    (halsal publish-md), timed; the page has exactly one generated block for it."""
+def test_make_photos_publishes_into_the_docs_page(tmp_path):
+    """`make photos` runs the workflow and its report, then splices the workflow's results.md
+    into the page's one generated block, with the measured time: the recipe itself is run, with
+    a stand-in `snakemake` that records its arguments and the real `halsal publish-md`."""
+    import os
     import subprocess
+    import sys
 
     from halsal.report.results_md import BEGIN, END
 
-    proc = subprocess.run(["make", "-n", "photos"], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+    bin_dir, data = tmp_path / "bin", tmp_path / "shared"
+    bin_dir.mkdir()
+    (bin_dir / "snakemake").write_text(f"#!/bin/sh\necho \"$*\" >> {tmp_path}/snakemake.calls\n")
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    for tool in ("snakemake", "python"):
+        os.chmod(bin_dir / tool, 0o755)
+    for name in ("flowers102", "cub200", "tiny_imagenet"):
+        (data / name / "images").mkdir(parents=True)
+    (tmp_path / "results/report").mkdir(parents=True)
+    (tmp_path / "results/report/results.md").write_text("### Results\n\nthe numbers\n")
+    doc = tmp_path / "page.md"
+    doc.write_text(f"# Page\n\n{BEGIN}\nold\n{END}\n\nprose\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(["make", "-f", str(REPO / "Makefile"), "photos", f"BIN={bin_dir}", "STAMP=", f"PHOTOS_DATA={data}",
+                           f"PHOTOS_DOC={doc}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"halsal publish-md --markdown results/report/results\.md --doc docs/results-photos\.md "
-                     r"\\\s*--images-dir results-photos --command \"make photos\" --elapsed-s", proc.stdout), proc.stdout
+    calls = (tmp_path / "snakemake.calls").read_text().splitlines()
+    assert len(calls) == 2 and "--configfile config/photos.yaml" in calls[0] and "--report reports/photos.html" in calls[1]
+    text = doc.read_text()
+    assert "old" not in text and "the numbers" in text and "**Measured: `make photos` took" in text
+    assert text.count(BEGIN) == 1 and text.endswith(f"{END}\n\nprose\n")
     page = (REPO / "docs/results-photos.md").read_text()
     assert page.count(BEGIN) == 1 and page.count(END) == 1 and page.index(BEGIN) < page.index(END)

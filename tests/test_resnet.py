@@ -10,7 +10,7 @@ from torchvision.models import alexnet as tv_alexnet
 from torchvision.models import resnet152 as tv_resnet152
 
 from halsal.errors import HalsalError
-from halsal.models import HalSalResNet, build_model, check_variant, frozen_bn_eval
+from halsal.models import HalSalResNet, build_model, variant_options, frozen_bn_eval
 from halsal import spec
 from halsal.models.resnet import UNITS
 from halsal.models.weights import WEIGHT_ENUMS, backbone_state_dict, imagenet_state_dict, load_backbone
@@ -91,10 +91,10 @@ def test_unknown_fusion_points_are_named():
     with pytest.raises(ValueError, match="pool2"):
         build_model("resnet152", 3, fusion="pool2")
     with pytest.raises(ValueError, match="layer5"):
-        check_variant("resnet152", "d4-layer5-eq2")
+        variant_options("resnet152", "d4-layer5-eq2")
     with pytest.raises(ValueError, match="layer2.0"):
-        check_variant("alexnet", "d4-layer2.0-eq2")
-    assert check_variant("resnet152", "d3-layer2.0-eq1") == {"saliency_depth": 3, "fusion": "layer2.0", "modulation": "eq1"}
+        variant_options("alexnet", "d4-layer2.0-eq2")
+    assert variant_options("resnet152", "d3-layer2.0-eq1") == {"saliency_depth": 3, "fusion": "layer2.0", "modulation": "eq1"}
 
 
 def test_external_map_as_fourth_channel(ref):

@@ -40,13 +40,28 @@ def test_cli_defaults_are_the_schemas():
         data["val_per_class"]["default"], data["too_few_images"]["default"], data["duplicates"]["default"])
 
 
-def test_optim_config_defaults_are_the_schemas():
+def test_a_command_without_flags_trains_with_the_schemas_defaults():
+    """What `halsal finetune` runs with no optimisation flag is what the workflow's validated
+    config gives (the schema's defaults), field by field; OptimConfig() agrees with both."""
+    from jsonschema import Draft202012Validator, validators
+
     from halsal.train.loop import OptimConfig
 
-    cfg = OptimConfig()
-    d = settings.optim_defaults()
-    assert cfg.checkpoint_seconds == d["checkpoint_seconds"] == 60  # once 0.0 here and 60 in the CLI
-    assert (cfg.epochs, cfg.lr, cfg.optimizer, cfg.weight_decay) == (70, 1e-4, "sgd", 5e-3)
+    def filling(cls):  # jsonschema's documented recipe: a validator that fills in defaults
+        def fill(validator, properties, instance, schema):
+            for key, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(key, sub["default"])
+            yield from cls.VALIDATORS["properties"](validator, properties, instance, schema)
+        return validators.extend(cls, {"properties": fill})
+
+    schema = yaml.safe_load(settings.SCHEMA_PATH.read_text())
+    optim: dict = {}
+    filling(Draft202012Validator)({**schema["definitions"]["optim"], "definitions": schema["definitions"]}).validate(optim)
+    cli = optim_config(parse("finetune", "--arch", "alexnet", "--method", "baseline", "--variant", "d4-pool2-eq2",
+                             "--dataset", "d", "--prepared", "p", "--backbone", "b"))
+    for field, value in optim.items():
+        assert getattr(cli, field) == value == getattr(OptimConfig(), field), field
 
 
 def test_step_settings_round_trip_through_the_cli():
@@ -75,13 +90,18 @@ def test_bad_settings_are_errors():
         parse(*FINETUNE, "--settings", "{epochs: 3")
 
 
-def test_choices_come_from_the_schema():
-    parser = build_parser()
-    prepare = parser.subcommands["prepare"]
-    backend = next(a for a in prepare._actions if a.dest == "backend")
-    assert tuple(backend.choices) == settings.DECODE_BACKENDS == ("auto", "dali-gpu", "dali-cpu", "torchvision", "pil")
-    fetch = next(a for a in parser.subcommands["fetch"]._actions if a.dest == "dataset")
-    assert set(fetch.choices) == set(settings.DATASET_KINDS) - {settings.SYNTHETIC}
+def test_the_cli_accepts_exactly_the_schemas_choices():
+    """Each value the config schema allows for a setting, the CLI flag of that setting accepts,
+    and one it does not allow, the flag refuses (read from the schema file, not from halsal)."""
+    schema = yaml.safe_load(settings.SCHEMA_PATH.read_text())
+    backends = schema["properties"]["data"]["properties"]["decode_backend"]["enum"]
+    for backend in backends:
+        assert parse("prepare", "--index", "i", "--out-dir", "o", "--backend", backend).backend == backend
+    with pytest.raises(SystemExit):
+        parse("prepare", "--index", "i", "--out-dir", "o", "--backend", "opencv")
+    kinds = schema["definitions"]["dataset"]["properties"]["kind"]["enum"]
+    fetch = next(a for a in build_parser().subcommands["fetch"]._actions if a.dest == "dataset")
+    assert set(fetch.choices) == set(kinds) - {"synthetic"}
 
 
 def test_every_fetched_kind_has_a_builder():

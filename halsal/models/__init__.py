@@ -89,7 +89,7 @@ def init_from_scratch(model) -> None:
             nn.init.zeros_(m.bias)
 
 
-def check_variant(arch: str, variant: str) -> dict:
+def variant_options(arch: str, variant: str) -> dict:
     """A run's ``{variant}`` (:func:`halsal.spec.parse_variant`) as the constructor's keywords,
     ``'d4-pool2-eq2'`` -> ``{'saliency_depth': 4, 'fusion': 'pool2', 'modulation': 'eq2'}``, after a
     check that the fusion point exists in ``arch``."""
@@ -126,6 +126,6 @@ def frozen_bn_eval(model) -> None:
                 m.eval()
 
 
-__all__ = ["build_model", "init_from_scratch", "check_variant", "state_classes", "shape_options", "frozen_bn_eval",
+__all__ = ["build_model", "init_from_scratch", "variant_options", "state_classes", "shape_options", "frozen_bn_eval",
            "HalSalAlexNet", "HalSalResNet", "HalSalEfficientNet", "SMICAlexNet", "SMICResNet", "SMICEfficientNet",
            "SaliencyBranch", "modulate", "MODEL_CLASSES", "SMIC_CLASSES"]

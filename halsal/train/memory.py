@@ -180,13 +180,13 @@ def finetune_estimate(inputs, runs) -> MemoryEstimate:
     """Step 2: the largest run of a fine-tuning job (``FinetuneInputs``, ``FinetuneRun``s);
     each run's cache is freed before the next, so the job needs its largest run, not the sum."""
     from halsal import spec
-    from halsal.models import check_variant, shape_options
+    from halsal.models import variant_options, shape_options
 
     method = spec.METHODS[inputs.method]
     sizes = [split_images(run.split_tsv, run.k) for run in runs]
     images = max((n for n, _ in sizes), default=0)
     classes = max((c for _, c in sizes), default=2)
-    options = {**check_variant(inputs.arch, inputs.variant), **shape_options(inputs.arch, inputs.backbone)}
+    options = {**variant_options(inputs.arch, inputs.variant), **shape_options(inputs.arch, inputs.backbone)}
     return estimate_training_memory(inputs.arch, classes, inputs.cfg.batch_size, inputs.input_size,
                                     saliency=method.saliency, model_options=options,
                                     frozen="saliency" if method.frozen else None, optimizer=inputs.cfg.optimizer,

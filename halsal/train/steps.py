@@ -32,7 +32,7 @@ from halsal.data.smic_maps import load_maps, read_maps_info
 from halsal.errors import HalsalError
 from halsal.gpu import run_record
 from halsal.io import save_npz, torch_load, torch_save, write_json, write_tsv
-from halsal.models import build_model, check_variant, frozen_bn_eval, init_from_scratch, shape_options, state_classes
+from halsal.models import build_model, variant_options, frozen_bn_eval, init_from_scratch, shape_options, state_classes
 from halsal.models.weights import (WEIGHT_ENUMS, backbone_state_dict, imagenet_state_dict, load_backbone,
                                    load_weights_file, normalisation)
 from halsal.train import records
@@ -169,7 +169,7 @@ def pretrain_saliency(arch: str, variant: str, backbone_pt: str | Path, out: str
 
 def _variant(arch: str, variant: str) -> dict:
     try:
-        return check_variant(arch, variant)
+        return variant_options(arch, variant)
     except ValueError as exc:
         raise HalsalError(f"{exc}; set model.fusion (or the ablation fusions) to a fusion point of {arch}") from exc
 

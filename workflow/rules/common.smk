@@ -3,7 +3,7 @@
 # `plan` and `tree`; no rule builds a path of its own or takes one apart.
 from snakemake.utils import validate, min_version
 
-from halsal import plan as halsal_plan, settings, smk_env, spec, tree as halsal_tree
+from halsal import front_page, plan as halsal_plan, settings, smk_env, spec, tree as halsal_tree
 
 min_version("9.0")
 
@@ -21,6 +21,7 @@ try:
 except ValueError as exc:
     raise WorkflowError(f"{exc} (see workflow/schemas/config.schema.yaml)") from None
 tree = plan.tree
+config[front_page.KEY] = front_page.facts(plan)  # the report's front page (reports/workflow.rst) describes this run
 
 
 wildcard_constraints:
@@ -28,7 +29,7 @@ wildcard_constraints:
     arch="|".join(spec.ARCHS),
     method="|".join(spec.METHOD_NAMES),
     variant=spec.VARIANT_PATTERN,
-    k=r"[0-9]+|K",
+    k=rf"[0-9]+|{spec.K_ALL}",
     seed=r"[0-9]+",
 
 

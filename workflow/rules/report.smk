@@ -274,7 +274,7 @@ rule report_data:
 # the source set, every job's wall time (its benchmark file, declared: halsal.plan.Plan.benchmarks)
 # and a few plots. `halsal publish-md` (make photos) splices it into the docs page.
 MD_ARCH = plan.archs[0]
-MD_STEP1 = bool(set(plan.methods) & set(spec.FROM_STEP1))
+REPORT_HAS_STEP1 = bool(set(plan.methods) & set(spec.FROM_STEP1))
 MD_BENCHMARKS = plan.benchmarks()
 
 
@@ -288,7 +288,7 @@ rule report_markdown:
         plots=rules.report_plots.output.accuracy,
         qualitative=rules.report_qualitative.output.grids,
         backbone=tree.backbone_info(MD_ARCH),
-        step1=[tree.saliency_info(MD_ARCH, plan.variants[MD_ARCH])] if MD_STEP1 else [],
+        step1=[tree.saliency_info(MD_ARCH, plan.variants[MD_ARCH])] if REPORT_HAS_STEP1 else [],
         benchmarks=[path for files in MD_BENCHMARKS.values() for path in files],
     output:
         md=tree.report("results.md"),
