@@ -1,6 +1,6 @@
-# Shared helpers: config validation, the run plan (halsal.plan: every path, the run grid and
-# the report's inputs) and wildcard constraints. The rules take their files and arguments from
-# `plan` and `tree`; no rule builds a path of its own or takes one apart.
+# Shared helpers: config validation, the run plan (halsal.plan: the run grid and the report's
+# inputs), the results tree (halsal.tree: every path) and wildcard constraints. The rules take
+# their files and arguments from `plan` and `tree`; no rule takes a path apart.
 from snakemake.utils import validate, min_version
 
 from halsal import front_page, plan as halsal_plan, settings, smk_env, spec, tree as halsal_tree
