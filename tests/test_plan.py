@@ -1,4 +1,4 @@
-"""The run plan (halsal/plan.py), without Snakemake: the grids of the shipped configs, the jobs
+"""The run plan (halsal/plan/), without Snakemake: the grids of the shipped configs, the jobs
 they are batched into, and the files each rule reads."""
 
 from __future__ import annotations
