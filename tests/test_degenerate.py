@@ -43,7 +43,7 @@ def _split_path(index_tsv, seed=0):
 
 def _split(index_tsv, seed=0, max_k=1, too_few="drop_class", duplicates=None):
     out = _split_path(index_tsv, seed)
-    args = ["split", "--index", str(index_tsv), "--seed", str(seed), "--max-k", str(max_k), "--too-few", too_few,
+    args = ["split", "--dataset", index_tsv.parent.name, "--index", str(index_tsv), "--seed", str(seed), "--max-k", str(max_k), "--too-few", too_few,
             "--notes", str(out.with_suffix(".notes.txt")), "--out", str(out)]
     return halsal(args + (["--duplicates", duplicates] if duplicates else [])), out
 

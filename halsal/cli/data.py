@@ -87,7 +87,7 @@ def cmd_split(args) -> None:
                   f"(listed in {args.manifest} and the report's Data section)")
     split, notes = make_split(with_hashes(index), args.seed, val_per_class=args.val_per_class,  # older index: hashed now
                               test_per_class=args.test_per_class, max_k=args.max_k, too_few=args.too_few, usable=usable,
-                              duplicates=args.duplicates, name=args.dataset or Path(args.index).parent.name)
+                              duplicates=args.duplicates, name=args.dataset or str(args.index))
     for note in notes:
         print("WARNING:", note, file=sys.stderr)
     if args.notes:
@@ -154,7 +154,7 @@ def register(sub) -> None:
     p.add_argument("--duplicates", choices=settings.choices("data.duplicates"), default=settings.default("data.duplicates"),
                    help="identical files (content hash): warn = keep every copy, in train only; drop = keep one "
                         "copy within a class and drop label conflicts across classes; error = stop")
-    p.add_argument("--dataset", default=None, help="the dataset's name in messages (default: the index's folder)")
+    p.add_argument("--dataset", default=None, help="the dataset's name in messages (default: the index file)")
     p.add_argument("--notes", default=None, help="file listing dropped classes and duplicates")
     p.add_argument("--manifest", default=None,
                    help="prepare's manifest.tsv: images whose status is not ok are left out before drawing")

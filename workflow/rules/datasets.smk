@@ -118,6 +118,6 @@ rule split:
     message:
         "k-shot split of {wildcards.dataset}, seed {wildcards.seed}"
     shell:
-        "python -m halsal split --index {input.index} --seed {wildcards.seed} --val-per-class {params.val} "
+        "python -m halsal split --dataset {wildcards.dataset} --index {input.index} --seed {wildcards.seed} --val-per-class {params.val} "
         "--test-per-class {params.test} --max-k {params.max_k} --too-few {params.too_few} --duplicates {params.duplicates} "
         "--manifest {input.manifest} --notes {output.notes} --out {output.split} > {log} 2>&1"
