@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 RUN_FILES = ("metrics.json", "predictions.tsv", "saliency.npz", "history.tsv")  # each run's declared outputs
+PREPARED_IMAGES = "images.npy"  # a prepared folder's uint8 image cache (halsal.data.manifest.open_images reads it)
+PREPARED_MANIFEST = "manifest.tsv"  # and its manifest (halsal.data.manifest.read_manifest)
 
 # The results tree: each path's template, over the tree's roots ({results}, {logs},
 # {benchmarks}) and its arguments in order ({0}, {1}, ...; Snakemake wildcards such as
@@ -17,8 +19,8 @@ LAYOUT = {
     "index": "{results}/datasets/{0}/index.tsv",
     "index_info": "{results}/datasets/{0}/index.json",
     "prepared": "{results}/prepared/{0}",
-    "images": "{results}/prepared/{0}/images.npy",
-    "manifest": "{results}/prepared/{0}/manifest.tsv",
+    "images": "{results}/prepared/{0}/" + PREPARED_IMAGES,
+    "manifest": "{results}/prepared/{0}/" + PREPARED_MANIFEST,
     "split": "{results}/splits/{0}/seed{1}.tsv",
     "split_notes": "{results}/splits/{0}/seed{1}.notes.txt",
     # Steps 0-1 (arch; arch, variant), SMIC maps (dataset)

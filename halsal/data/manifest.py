@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 
 from halsal.errors import HalsalError
+from halsal.tree import PREPARED_IMAGES, PREPARED_MANIFEST
 
 from halsal.data.boxes import CACHE_BOX_COLUMNS
 
-MANIFEST = "manifest.tsv"  # its name in a prepared folder, beside IMAGES
-IMAGES = "images.npy"  # the prepared uint8 cache's name in a prepared folder
+MANIFEST = PREPARED_MANIFEST  # its name in a prepared folder, beside IMAGES
+IMAGES = PREPARED_IMAGES  # the prepared uint8 cache's name in a prepared folder
 
 
 def manifest_path(prepared: str | Path) -> Path:

@@ -18,7 +18,7 @@ from halsal.data.boxes import BOX_COLUMNS, CACHE_BOX_COLUMNS, box_to_cache
 from halsal.data.datasets import read_index
 from halsal.data.decode import decode_images
 from halsal.io import save_npy, write_json, write_tsv
-from halsal.data.manifest import images_path
+from halsal.data.manifest import images_path, manifest_path
 
 
 def prepare(index_tsv: str | Path, out_dir: str | Path, *, resize: int = settings.default("data.resize"),
@@ -36,7 +36,7 @@ def prepare(index_tsv: str | Path, out_dir: str | Path, *, resize: int = setting
     if set(BOX_COLUMNS) <= set(index.columns):
         manifest[CACHE_BOX_COLUMNS] = cache_boxes(index, resize)
     # The manifest goes first: images.npy is the rule's completion marker.
-    write_tsv(out_dir / "manifest.tsv", manifest)
+    write_tsv(manifest_path(out_dir), manifest)
     summary = {"images": len(index), "ok": int((manifest["status"] == "ok").sum()),
                "skipped": int((manifest["status"] != "ok").sum()), "backend": result.backend,
                "cache_shape": list(result.images.shape)}
