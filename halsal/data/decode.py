@@ -43,7 +43,7 @@ import numpy as np
 
 from halsal import settings
 from halsal.data.decode_cpu import pil_into, torchvision_into
-from halsal.data.decode_dali import DecoderFaultError, dali_cause, dali_into, dali_pipeline
+from halsal.data.decode_dali import DecoderFaultError, dali_cause, dali_into, dali_pipeline  # noqa: F401 (DecoderFaultError: re-exported, the decode API raises it)
 from halsal.errors import HalsalError
 
 _RESIZE, _CROP = settings.default("data.resize"), settings.default("data.input_size")  # the config's
