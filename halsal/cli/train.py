@@ -77,7 +77,7 @@ def cmd_finetune(args) -> None:
                                   prepared=args.prepared, backbone_pt=args.backbone, saliency_pt=args.saliency,
                                   maps=args.maps, cfg=optim_config(args), input_size=args.input_size,
                                   device=job_device(args.device, args.gpus, args.prepared), augment=augment(args),
-                                  synthetic=args.synthetic)
+                                  synthetic=args.synthetic, save_model=args.save_model)
     print(f"{len(runs)} run(s) of {args.arch}/{args.dataset}/{args.method}/{args.variant}; "
           f"inputs loaded in {time.perf_counter() - t0:.1f} s", flush=True)
     results = finetune_batch(inputs, runs, log=lambda line: print(line, flush=True))
@@ -146,6 +146,8 @@ def _finetune_args(p) -> None:
     p.add_argument("--saliency", default=None, help="Step-1 saliency weights (approach_a/b)")
     p.add_argument("--maps", default=None, help="the dataset's SMIC saliency maps, from smic-maps (smic)")
     p.add_argument("--synthetic", action="store_true", help="label the results as synthetic")
+    p.add_argument("--save-model", choices=settings.choices("train.save_model"), default=settings.default("train.save_model"),
+                   help="best: keep each run's selected network as model.safetensors + model.json (not in the paper)")
     _runs_args(p, ("k", "SEED", "SPLIT", "OUT_DIR"), "run: k (or K), seed, its split file and its output folder")
     g = p.add_argument_group("a single run (instead of --run)")
     g.add_argument("--k", default=None, help=f"training images per class, or {spec.K_ALL} for all")

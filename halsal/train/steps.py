@@ -33,6 +33,7 @@ from halsal.errors import HalsalError
 from halsal.gpu import run_record
 from halsal.io import save_npz, torch_load, torch_save, write_json, write_tsv
 from halsal.models import build_model, variant_options, frozen_bn_eval, init_from_scratch, shape_options, state_classes
+from halsal.models.saved import SAVE_CHOICES, save_run_model
 from halsal.models.weights import (WEIGHT_ENUMS, backbone_state_dict, imagenet_state_dict, load_backbone,
                                    load_weights_file, normalisation)
 from halsal.train import records
@@ -202,6 +203,7 @@ class FinetuneInputs:
     augment: dict
     synthetic: bool
     stamps: dict  # size and mtime of the shared input files, part of each run's fingerprint
+    save_model: str = "none"  # train.save_model: "best" keeps each run's network (halsal.models.saved)
 
 
 @dataclass
@@ -225,10 +227,12 @@ def _backbone_weights(backbone_pt) -> str | None:
 def load_finetune_inputs(*, arch: str, method: str, variant: str, dataset: str, prepared, backbone_pt,
                          saliency_pt=None, maps=None, cfg: OptimConfig, input_size: int,
                          device=torch.device("cpu"), augment: dict | None = None,
-                         synthetic: bool = False) -> FinetuneInputs:
+                         synthetic: bool = False, save_model: str = "none") -> FinetuneInputs:
     """Check and load the inputs that every run of a fine-tuning job shares."""
     if method not in spec.METHODS:
         raise HalsalError(f"unknown method {method!r}; choose one of {sorted(spec.METHODS)}")
+    if save_model not in SAVE_CHOICES:
+        raise HalsalError(f"train.save_model is {save_model!r}; choose one of {', '.join(SAVE_CHOICES)}")
     kind, from_step1 = spec.METHODS[method].saliency, spec.METHODS[method].from_step1
     _variant(arch, variant)
     prepared = Path(prepared)
@@ -257,7 +261,7 @@ def load_finetune_inputs(*, arch: str, method: str, variant: str, dataset: str, 
     return FinetuneInputs(arch=arch, method=method, variant=variant, dataset=dataset, prepared=prepared, cache=cache,
                           maps=map_cache, maps_source=maps_source, backbone=torch_load(backbone_pt), saliency=sal,
                           weights=_backbone_weights(backbone_pt), cfg=cfg, input_size=input_size, device=device,
-                          augment=aug, synthetic=bool(synthetic), stamps=stamps)
+                          augment=aug, synthetic=bool(synthetic), stamps=stamps, save_model=save_model)
 
 
 def run_fingerprint(inputs: FinetuneInputs, run: FinetuneRun) -> str:
@@ -267,7 +271,8 @@ def run_fingerprint(inputs: FinetuneInputs, run: FinetuneRun) -> str:
     return records.fingerprint({
         "step": 2, "arch": inputs.arch, "method": inputs.method, "variant": inputs.variant, "dataset": inputs.dataset,
         "k": str(run.k), "seed": int(run.seed), "input_size": inputs.input_size, "augment": inputs.augment,
-        "optim": optim, "synthetic": inputs.synthetic, "inputs": {**inputs.stamps, "split": records.stamp(run.split_tsv)}})
+        "optim": optim, "synthetic": inputs.synthetic, "inputs": {**inputs.stamps, "split": records.stamp(run.split_tsv)},
+        **({"save_model": inputs.save_model} if inputs.save_model != "none" else {})})
 
 
 def restore_run(inputs: FinetuneInputs, run: FinetuneRun) -> dict | None:
@@ -317,6 +322,12 @@ def finetune_run(inputs: FinetuneInputs, run: FinetuneRun) -> dict:
         save_npz(out_dir / "saliency.npz", before=empty, after=empty, rows=np.zeros(0, dtype=np.int64),
                  boxes=np.zeros((0, 4)))
     names = data.class_names
+    if inputs.save_model == "best":  # the selected epoch's network, and what rebuilds it
+        save_run_model(out_dir, model, {
+            "arch": arch, "num_classes": len(names), "class_names": list(names), "saliency": kind,
+            "variant": variant, "variant_options": _variant(arch, variant), "shape_options": shape_options(arch, state),
+            "input_size": input_size, "normalisation": [list(v) for v in normalisation(arch)],
+            "method": method, "dataset": inputs.dataset, "k": str(k), "seed": seed, "best_epoch": result.best_epoch})
     write_tsv(out_dir / "predictions.tsv", data.test_rows.assign(pred=preds.numpy(), pred_name=[names[i] for i in preds.tolist()]))
     write_tsv(out_dir / "history.tsv", pd.DataFrame(result.history))
     metrics = {

@@ -120,6 +120,7 @@ rule finetune:
         maps=maps_arg,
         synthetic=lambda wc: "--synthetic" if plan.is_synthetic(wc.dataset) else "",
         settings=step_settings("finetune"),
+        save_model=config["train"]["save_model"],
     log:
         plan.job_log(tree.log),
     benchmark:
@@ -141,7 +142,7 @@ rule finetune:
         "python -m halsal --gpus {resources.gpu} finetune --arch {wildcards.arch} --method {wildcards.method} --variant {wildcards.variant} "
         "--dataset {wildcards.dataset} --prepared {params.prepared} --backbone {input.backbone} "
         "{params.saliency} {params.maps} {params.synthetic} --runs {params.runs:q} --settings {params.settings:q} "
-        "--threads {threads} > {log} 2>&1"
+        "--save-model {params.save_model} --threads {threads} > {log} 2>&1"
 
 
 # The ablation-only variants (Figures 2-3, Eq. 1 vs 2): the same jobs, shaped by the ablations'
