@@ -29,7 +29,7 @@ def _seeds(plan) -> str:
 
 def _network(plan, arch: str) -> str:
     fusion = spec.parse_variant(plan.variants[arch])["fusion"]
-    label = spec.ARCH_LABELS[arch]
+    label = spec.arch_label(arch)
     where = "before pool2, the paper's choice" if (arch, fusion) == ("alexnet", "pool2") else f"at {fusion}"
     note = "" if arch in spec.PAPER_ARCHS else "; not in the paper"
     return f"{label} (the map modulates its features {where}{note})"

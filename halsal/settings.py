@@ -134,9 +134,11 @@ def check_vocabulary(config: dict) -> None:
         if isinstance(model.get(key), dict):
             lists[f"model.{key} (its keys)"] = (list(model[key]), spec.ARCHS)
     for key, (values, known) in lists.items():
-        bad = [v for v in values if v not in known]
+        timm_ok = known is spec.ARCHS  # an arch may also be any timm model, timm/<name>
+        bad = [v for v in values if v not in known and not (timm_ok and spec.is_timm(v))]
         if bad:
-            raise ValueError(f"config {key}: {', '.join(map(repr, bad))} is not one of {', '.join(known)}")
+            more = f", or {spec.TIMM_PREFIX}<timm model name>" if timm_ok else ""
+            raise ValueError(f"config {key}: {', '.join(map(repr, bad))} is not one of {', '.join(known)}{more}")
 
 
 def check_budgets(config: dict) -> None:

@@ -89,6 +89,44 @@ VARIANT_PATTERN = r"d[1-5]-[A-Za-z0-9_.]+-eq[12]"
 _VARIANT = re.compile(r"^d(?P<depth>\d+)-(?P<fusion>[A-Za-z0-9_.]+)-(?P<modulation>eq[12])$")
 K_ALL = "K"  # k = all remaining training images
 
+# Any timm CNN (GitHub issue 28; not in the paper): "timm/<timm model name>" in the config,
+# fused at one of its feature_info stages (halsal.models.timm_net), by module name or "stride<N>".
+TIMM_PREFIX = "timm/"
+TIMM_DEFAULT_FUSION = "stride8"  # the stage closest to AlexNet's pool2 input (27 x 27 of 227: stride 8)
+_TIMM_FUSION = re.compile(r"^[A-Za-z0-9_.]+$")
+
+
+def is_timm(arch: str) -> bool:
+    """Whether ``arch`` names a timm model (``timm/<name>``)."""
+    return isinstance(arch, str) and arch.startswith(TIMM_PREFIX) and len(arch) > len(TIMM_PREFIX)
+
+
+def is_arch(arch: str) -> bool:
+    """One of :data:`ARCHS`, or a timm model."""
+    return arch in ARCHS or is_timm(arch)
+
+
+def arch_label(arch: str) -> str:
+    """How the report names ``arch``."""
+    return ARCH_LABELS.get(arch) or f"{arch[len(TIMM_PREFIX):]} (timm)"
+
+
+def arch_slug(arch: str) -> str:
+    """``arch`` in a file name (a timm name's "/" becomes "-")."""
+    return arch.replace("/", "-")
+
+
+def default_fusion(arch: str) -> str:
+    """The fusion point of ``arch`` when the config names none."""
+    return DEFAULT_FUSION.get(arch, TIMM_DEFAULT_FUSION)
+
+
+def not_paper_note(arch: str) -> str | None:
+    """The label of every result of an architecture that is not the paper's (None for the paper's)."""
+    if arch in PAPER_ARCHS:
+        return None
+    return NOT_PAPER_ARCH_NOTE.get(arch) or f"{arch_label(arch)}, a timm model; not the paper's AlexNet or ResNet-152"
+
 
 def format_variant(depth: int, fusion: str, modulation: str) -> str:
     """The ``{variant}`` wildcard: ``d4-pool2-eq2``."""
@@ -104,7 +142,14 @@ def parse_variant(variant: str) -> dict:
 
 
 def check_fusion(arch: str, fusion: str) -> None:
-    """A ValueError naming the valid choices when ``fusion`` is not a fusion point of ``arch``."""
+    """A ValueError naming the valid choices when ``fusion`` is not a fusion point of ``arch``.
+    A timm model's stages are known once it is built (the job checks them, naming the valid
+    ones); here only the name's form is checked."""
+    if is_timm(arch):
+        if not _TIMM_FUSION.match(fusion):
+            raise ValueError(f"{fusion!r} is not a fusion point of {arch}: give a feature_info stage's module name "
+                             "(e.g. layer2, stages.1) or stride<N>")
+        return
     if fusion not in FUSION_POINTS[arch]:
         names = [n for n in FUSION_POINTS[arch] if "." not in n]
         blocks = ", layer<i>.<j> (a bottleneck block)" if len(names) < len(FUSION_POINTS[arch]) else ""

@@ -90,3 +90,61 @@ def test_efficientnet_lite0_through_the_generic_path_gives_the_same_logits_bit_f
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         assert torch.equal(ours(x), generic(x))
+
+
+def test_timm_weights_offline_name_the_cache_and_a_local_file_loads_by_key(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from halsal.errors import HalsalError
+    from halsal.models import build_model, state_classes
+    from halsal.models.weights import imagenet_state_dict, load_backbone, load_weights_file, timm_keys
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HalsalError, match=r"timm's pretrained weights for resnet18 .*huggingface.*model.weights"):
+        imagenet_state_dict("timm/resnet18")
+    import timm
+
+    plain = timm.create_model("resnet18", num_classes=7)  # a file in timm's own keys
+    save_file(plain.state_dict(), str(tmp_path / "r18.safetensors"))
+    state = timm_keys("timm/resnet18", load_weights_file(tmp_path / "r18.safetensors"))
+    assert state_classes("timm/resnet18", state) == 7
+    net = build_model("timm/resnet18", 7, saliency="none")
+    load_backbone(net, state)
+    assert torch.equal(net.trunk.conv1.weight, plain.conv1.weight)
+    with pytest.raises(HalsalError, match="missing .*trunk.fc"):
+        load_backbone(net, {k: v for k, v in state.items() if not k.startswith("trunk.fc.")})
+
+
+@pytest.mark.slow
+def test_a_workflow_on_convnext_atto_reaches_the_report_and_keeps_its_networks(tmp_path, snakemake):
+    """Synthetic data, scratch weights, Baseline-RGB and Approach B at k = 1, save_model: best."""
+    import json
+
+    import pandas as pd
+    import yaml
+
+    from halsal.models.saved import load_run_model
+    from halsal.train.inputs import load_split
+    from halsal.train.loop import predict
+    from tests.conftest import REPO
+
+    config = yaml.safe_load((REPO / "config/test.yaml").read_text())
+    config.update(archs=["timm/convnext_atto"], methods=["baseline", "approach_b"], ks=[1])
+    config["train"]["save_model"] = "best"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake("--cores", "2", "--configfile", str(tmp_path / "config.yaml"), cwd=tmp_path, timeout=1200)
+    runs = sorted(tmp_path.glob("results/runs/timm/convnext_atto/synth_tiny/*/d4-stride8-eq2/k1/seed0"))
+    assert [r.parent.parent.parent.name for r in runs] == ["approach_b", "baseline"]
+    for run in runs:
+        model, info = load_run_model(run)
+        data = load_split(tmp_path / "results/prepared/synth_tiny", tmp_path / "results/splits/synth_tiny/seed0.tsv", "1",
+                          torch.device("cpu"), info["input_size"], False, False,
+                          normalisation=tuple(tuple(v) for v in info["normalisation"]))
+        kept = pd.read_csv(run / "predictions.tsv", sep="\t")
+        assert (predict(model, data.test).numpy() == kept["pred"].to_numpy()).all()
+        assert json.loads((run / "metrics.json").read_text())["arch"] == "timm/convnext_atto"
+    md = (tmp_path / "results/report/results.md").read_text()
+    assert "convnext_atto (timm), a timm model; not the paper's AlexNet or ResNet-152" in md
+    snakemake("--configfile", str(tmp_path / "config.yaml"), "--report", str(tmp_path / "report.html"), cwd=tmp_path)
+    html = (tmp_path / "report.html").read_text(errors="replace")
+    assert "convnext_atto (timm) (the map modulates its features at stride8; not in the paper)" in html

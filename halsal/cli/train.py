@@ -3,6 +3,7 @@ the linear probe. Each takes its step's settings from ``--settings`` or from fla
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -61,6 +62,13 @@ def _runs(args):
         raise HalsalError(f"--run K SEED SPLIT OUT_DIR: the seed must be an integer ({exc})") from exc
 
 
+def arch_name(value: str) -> str:
+    """``--arch``: one of :data:`halsal.spec.ARCHS`, or ``timm/<timm model name>``."""
+    if not spec.is_arch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(spec.ARCHS)}, or timm/<timm model name>")
+    return value
+
+
 def cmd_finetune(args) -> None:
     """Step 2: one or several fine-tuning runs of one arch, dataset, method and variant, trained
     one after another from inputs loaded once. A run that an earlier job finished (its
@@ -112,7 +120,7 @@ def cmd_probe(args) -> None:
 
 def _dataset_job_args(p) -> None:
     """What a Step-2 or probe job works on: an arch's Step-0 backbone and a prepared dataset."""
-    p.add_argument("--arch", required=True, choices=spec.ARCHS)
+    p.add_argument("--arch", required=True, type=arch_name, metavar="|".join(spec.ARCHS) + "|timm/<name>")
     p.add_argument("--dataset", required=True, help="the dataset's name (in results and messages)")
     p.add_argument("--prepared", required=True, help="its prepared folder (images.npy, manifest.tsv)")
     p.add_argument("--backbone", required=True, help="Step 0's backbone.pt")
@@ -127,7 +135,7 @@ def _runs_args(p, fields: tuple[str, ...], what: str) -> None:
 
 def _source_step_args(p, *, step1: bool) -> None:
     """Steps 0 and 1: an arch, the source set (Step 0 may have none: ImageNet weights), the output."""
-    p.add_argument("--arch", required=True, choices=spec.ARCHS)
+    p.add_argument("--arch", required=True, type=arch_name, metavar="|".join(spec.ARCHS) + "|timm/<name>")
     if step1:
         p.add_argument("--variant", required=True, help="d<depth>-<fusion>-<eq1|eq2>, e.g. d4-pool2-eq2")
         p.add_argument("--backbone", required=True, help="Step 0's backbone.pt")

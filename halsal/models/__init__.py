@@ -51,11 +51,18 @@ def build_model(
     ``fusion`` defaults to the paper's point for ``arch`` (``spec.DEFAULT_FUSION``); ``fc_width``
     (fc6/fc7) applies to AlexNet only; ResNet-152 and EfficientNet-Lite0 have a single fc layer.
     """
-    if arch not in MODEL_CLASSES:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(MODEL_CLASSES)}")
+    if not spec.is_arch(arch):
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(MODEL_CLASSES)}, "
+                         f"or {spec.TIMM_PREFIX}<timm model name>")
     if saliency not in ("hallucinated", "external", "none"):
         raise ValueError(f"saliency must be 'hallucinated', 'external' or 'none', got {saliency!r}")
     depth = 0 if saliency == "none" else saliency_depth
+    if spec.is_timm(arch):  # any timm CNN, hooked (halsal.models.timm_net; not in the paper)
+        from halsal.models.timm_net import HalSalTimm
+
+        return HalSalTimm(arch[len(spec.TIMM_PREFIX):], num_classes, saliency_depth=depth,
+                          fusion=fusion or spec.default_fusion(arch), modulation=modulation,
+                          saliency="external" if saliency == "external" else "hallucinated")
     cls = SMIC_CLASSES[arch] if saliency == "external" else MODEL_CLASSES[arch]
     extra = {"fc_width": fc_width} if arch == "alexnet" else {}
     return cls(
@@ -101,14 +108,28 @@ def variant_options(arch: str, variant: str) -> dict:
     return {"saliency_depth": v["depth"], "fusion": v["fusion"], "modulation": v["modulation"]}
 
 
+def top_key(arch: str) -> str:
+    """The state-dict key of ``arch``'s top layer weight (its rows: the classes)."""
+    if spec.is_timm(arch):
+        from halsal.models.timm_net import classifier_key
+
+        return classifier_key(arch[len(spec.TIMM_PREFIX):])
+    return MODEL_CLASSES[arch].TOP_KEY
+
+
 def state_classes(arch: str, state: dict) -> int:
-    """The number of classes of a state dict of ``arch``: the rows of its top layer (``TOP_KEY``)."""
-    return int(state[MODEL_CLASSES[arch].TOP_KEY].shape[0])
+    """The number of classes of a state dict of ``arch``: the rows of its top layer."""
+    key = top_key(arch)
+    if key not in state:
+        from halsal.errors import HalsalError
+
+        raise HalsalError(f"the {arch} state dict has no top layer {key!r}: is it a state dict of {arch}?")
+    return int(state[key].shape[0])
 
 
 def shape_options(arch: str, state: dict) -> dict:
     """Constructor options that a state dict of ``arch`` implies (AlexNet's fc6/fc7 width)."""
-    return MODEL_CLASSES[arch].shape_options(state)
+    return {} if spec.is_timm(arch) else MODEL_CLASSES[arch].shape_options(state)
 
 
 def frozen_bn_eval(model) -> None:

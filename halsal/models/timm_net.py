@@ -38,8 +38,26 @@ from torch import nn
 from halsal import spec
 from halsal.models.saliency import SaliencyBranch, modulate
 
-PREFIX = "timm/"  # config name of a timm architecture: "timm/<timm model name>"
-DEFAULT_FUSION = "stride8"
+PREFIX = spec.TIMM_PREFIX  # config name of a timm architecture: "timm/<timm model name>"
+DEFAULT_FUSION = spec.TIMM_DEFAULT_FUSION
+
+
+def pretrained_cfg(model_name: str) -> dict:
+    """timm's pretrained configuration of ``model_name`` (input normalisation, classifier name),
+    read without building the model; an error naming the model where timm has none."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg is None:
+        from halsal.errors import HalsalError
+
+        raise HalsalError(f"timm has no model {model_name!r}: see timm.list_models() for the names")
+    return cfg.to_dict()
+
+
+def classifier_key(model_name: str) -> str:
+    """The state-dict key, in :class:`HalSalTimm`, of the model's classifier weight."""
+    return f"trunk.{pretrained_cfg(model_name)['classifier']}.weight"
 
 
 def fusion_stages(feature_info) -> dict[str, int]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torchvision import models as tvm
 
+from halsal import spec
 from halsal.errors import HalsalError
 from halsal.io import torch_load
 from halsal.models.efficientnet import EfficientNetLite0_Weights
@@ -35,13 +36,21 @@ def normalisation(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``(mean, std)`` on [0, 1] pixels that ``arch``'s ImageNet weights were trained with, read
     from their enum's transforms (torchvision's ImageNet statistics for AlexNet and ResNet-152,
     also used when they are trained from scratch; ``(x*255 - 127) / 128`` for EfficientNet-Lite0's
-    TF weights). Every consumer of an input normalisation takes it from here."""
+    TF weights; timm's pretrained configuration for a timm model). Every consumer of an input
+    normalisation takes it from here."""
+    if spec.is_timm(arch):
+        from halsal.models.timm_net import pretrained_cfg
+
+        cfg = pretrained_cfg(arch[len(spec.TIMM_PREFIX):])
+        return tuple(float(v) for v in cfg["mean"]), tuple(float(v) for v in cfg["std"])
     t = WEIGHT_ENUMS[arch].transforms()
     return tuple(float(v) for v in t.mean), tuple(float(v) for v in t.std)
 
 
 def imagenet_state_dict(arch: str, progress: bool = True) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet weights for ``arch``; a clear error when they cannot be had."""
+    if spec.is_timm(arch):
+        return timm_imagenet_state_dict(arch)
     enum = WEIGHT_ENUMS[arch]
     if isinstance(enum, EfficientNetLite0_Weights):
         return enum.get_state_dict()  # from the installed package: its own clear errors
@@ -56,6 +65,32 @@ def imagenet_state_dict(arch: str, progress: bool = True) -> dict[str, torch.Ten
             f"{hub_dir / fname} (torchvision checks its hash), or set `model.weights` to the "
             f"path of that file, or to `scratch` to train the backbone on the source set."
         ) from exc
+
+
+def timm_imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """timm's pretrained weights for a timm model, keyed as :class:`~halsal.models.timm_net.HalSalTimm`;
+    offline, an error that names timm's cache and how to use a local file instead."""
+    import timm
+
+    name = arch[len(spec.TIMM_PREFIX):]
+    try:
+        model = timm.create_model(name, pretrained=True)
+    except Exception as exc:  # no network, no cached file, no such weights
+        cache = Path(__import__("huggingface_hub").constants.HF_HUB_CACHE)
+        raise HalsalError(
+            f"could not obtain timm's pretrained weights for {name} ({type(exc).__name__}: {exc}). timm reads them "
+            f"from the Hugging Face hub into {cache} (HF_HOME moves it): fetch them there on a machine with internet "
+            f"access (python -c \"import timm; timm.create_model('{name}', pretrained=True)\"), or set model.weights "
+            f"to a local .safetensors/.pth state dict of {name} (timm's keys), or to scratch") from exc
+    return timm_keys(arch, model.state_dict())
+
+
+def timm_keys(arch: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A timm model's own state dict (``conv1.weight``) -> HalSalTimm's keys (``trunk.conv1.weight``);
+    a state dict already in those keys is returned as it is."""
+    if not spec.is_timm(arch) or all(k.startswith("trunk.") for k in state):
+        return state
+    return {f"trunk.{k}": v for k, v in state.items()}
 
 
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:

@@ -49,7 +49,8 @@ class Plan(DatasetPlan, GridPlan, JobPlan, StepPlan, ReportInputs):
         self.ks = [str(k) for k in config["ks"]]
         self.ablations = config.get("ablations") or {}
         self.batch = config["train"]["finetune_batch"]
-        self.variants = {arch: self.variant_for(arch) for arch in spec.ARCHS}  # each arch's main variant
+        timm_archs = [a for a in [*self.archs, *self.ablations.get("archs", [])] if spec.is_timm(a)]
+        self.variants = {arch: self.variant_for(arch) for arch in dict.fromkeys([*spec.ARCHS, *timm_archs])}  # each arch's main variant
         self.variant = self.variants[self.archs[0]]  # the report's tables and plots use the first arch's
         self.check_fusion_points()
 

@@ -61,7 +61,7 @@ class DatasetPlan:
         return value.get(arch, default) if isinstance(value, dict) else value
 
     def fusion_for(self, arch) -> str:
-        return self._per_arch(self.config["model"].get("fusion", spec.DEFAULT_FUSION), arch, spec.DEFAULT_FUSION[arch])
+        return self._per_arch(self.config["model"].get("fusion", spec.DEFAULT_FUSION), arch, spec.default_fusion(arch))
 
     def weights_for(self, arch) -> str:
         return self._per_arch(self.config["model"]["weights"], arch, settings.default("model.weights"))

@@ -29,7 +29,7 @@ from halsal import spec
 from halsal.report.aggregate import SYNTHETIC_NOTE, any_synthetic, k_sort_key, variant_of
 from halsal.spec import parse_variant
 from halsal.report.page import html_page
-from halsal.report.paper import ARCH_LABELS, method_labels
+from halsal.report.paper import method_labels
 from halsal.train.health import DEAD_THRESHOLD
 
 HEALTH_COLUMNS = ["arch", "dataset", "method", "label", "variant", "k", "n_runs", "n_stats", "n_dead", "dead",
@@ -120,7 +120,7 @@ def warning_text(w: dict) -> str:
                    "Baseline-RGB at test time" if w["modulation"] == "eq2" else
                    "with Eq. 1, l\u00b7s, a zero map removes every feature at the fusion point, so these runs "
                    "classify from nothing")
-    return (f"Dead saliency map: {w['label']} on {w['dataset']} ({ARCH_LABELS.get(w['arch'], w['arch'])}, "
+    return (f"Dead saliency map: {w['label']} on {w['dataset']} ({spec.arch_label(w['arch'])}, "
             f"{w['variant']}): the map is all zero on at least {DEAD_THRESHOLD:.0%} of the test images in "
             f"{w['n_dead']} of {w['n']} runs: {ks}. {consequence[0].upper()}{consequence[1:]}; their accuracy "
             "says nothing about the saliency branch. See the Saliency health table.")
@@ -155,7 +155,7 @@ def health_html(table: pd.DataFrame, warnings: list[dict], synthetic: bool) -> s
     for _, r in table.iterrows():
         cls = ' class="dead"' if r.n_dead > 0 else ""
         rows.append(
-            f"<tr{cls}><td>{html.escape(ARCH_LABELS.get(r.arch, r.arch))}</td><td>{html.escape(r.dataset)}</td>"
+            f"<tr{cls}><td>{html.escape(spec.arch_label(r.arch))}</td><td>{html.escape(r.dataset)}</td>"
             f"<td class=\"name\">{html.escape(r.label)}</td><td>{html.escape(r.variant)}</td><td>{html.escape(str(r.k))}</td>"
             f"<td>{html.escape(r.dead)}</td><td>{html.escape(r.dead_seeds)}</td><td>{_f(r.test_mean)}</td>"
             f"<td>{_f(r.before_mean)}</td><td>{_f(r.test_object_ratio, 2)}</td><td>{_f(r.before_object_ratio, 2)}</td>"

@@ -28,7 +28,6 @@ SMIC_SPECTRAL_LABEL = "SMIC (spectral-residual maps)"
 SMIC_SPECTRAL_NOTE = (f"{SMIC_SPECTRAL_LABEL}: the SMIC network fed with spectral-residual maps (Hou & Zhang 2007, "
                       "an unsupervised method), not the explicit saliency method of the paper; the paper's SMIC "
                       "values are shown for reference only, without a difference.")
-ARCH_LABELS = spec.ARCH_LABELS
 PAPER_TABLES = {"alexnet": "table1_alexnet.tsv", "resnet152": "table2_resnet152.tsv"}
 PAPER_KS = ["1", "2", "3", "5", "10", "15", "20", "25", "30", spec.K_ALL]
 # The printed tables' row names (SMIC without its asterisk) -> method ids.

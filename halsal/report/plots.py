@@ -22,7 +22,7 @@ from halsal.errors import HalsalError  # noqa: E402
 from halsal.io import atomic_write  # noqa: E402
 from halsal import spec  # noqa: E402
 from halsal.report.aggregate import SYNTHETIC_NOTE, any_synthetic, k_sort_key, sort_ks  # noqa: E402
-from halsal.report.paper import ARCH_LABELS, METHOD_LABELS, method_labels  # noqa: E402
+from halsal.report.paper import METHOD_LABELS, method_labels  # noqa: E402
 from halsal.report.stats import mean_ci  # noqa: E402
 
 # Fusion points in network order (AlexNet's, then ResNet-152's); unknown ones sort last.
@@ -75,7 +75,7 @@ def accuracy_vs_k(runs: pd.DataFrame, arch: str, dataset: str, path) -> None:
     ax.set_xlabel("training images per class (k)")
     ax.set_ylabel("test accuracy (%)")
     n = sel.groupby(["method", "k"]).seed.nunique().max()
-    ax.set_title(title_for(f"{ARCH_LABELS.get(arch, arch)} / {dataset}: accuracy vs k "
+    ax.set_title(title_for(f"{spec.arch_label(arch)} / {dataset}: accuracy vs k "
                            f"(mean, band \u00b1 std over {n} seed(s))", any_synthetic(sel)), fontsize=10)
     save(fig, path)
 
@@ -112,7 +112,7 @@ def improvement_vs_k(runs: pd.DataFrame, arch: str, dataset: str, path, referenc
     ax.set_xlabel("training images per class (k)")
     ax.set_ylabel(f"accuracy \u2212 {METHOD_LABELS[reference]} (points)")
     ax.legend(fontsize=8)
-    ax.set_title(title_for(f"{ARCH_LABELS.get(arch, arch)} / {dataset}: improvement over "
+    ax.set_title(title_for(f"{spec.arch_label(arch)} / {dataset}: improvement over "
                            f"{METHOD_LABELS[reference]} (band: 95% t CI over seeds)", any_synthetic(sel)), fontsize=10)
     save(fig, path)
 
@@ -167,7 +167,7 @@ def ablation_plot(runs: pd.DataFrame, default_variant: str, factor: str, path) -
             ax.set_xticks(levels)
         ax.set_xlabel({"depth": "conv layers in the saliency branch", "fusion": "fusion point"}[factor])
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{ARCH_LABELS.get(arch, arch)} / {dataset} / k={k}", fontsize=9)
+        ax.set_title(f"{spec.arch_label(arch)} / {dataset} / k={k}", fontsize=9)
     fig.suptitle(title_for(name, any_synthetic(runs)), fontsize=10)
     fig.tight_layout()
     save(fig, path)
@@ -228,7 +228,7 @@ def learning_curves(runs: pd.DataFrame, variant: str, path, dataset=None, k=None
             a2.axvline(float(r.best_epoch), color=PALETTE[r.method], ls=":", lw=1)
     a1.set_ylabel("train loss")
     a2.set_ylabel("validation accuracy (%)")
-    fig.suptitle(title_for(f"Learning curves: {ARCH_LABELS.get(arch, arch)} / {ds} / k={kk} / seed {sd} "
+    fig.suptitle(title_for(f"Learning curves: {spec.arch_label(arch)} / {ds} / k={kk} / seed {sd} "
                            "(dotted: selected epoch)", any_synthetic(sel)), fontsize=10)
     fig.tight_layout()
     save(fig, path)

@@ -22,7 +22,7 @@ from halsal.io import write_text, write_tsv
 from halsal.report.aggregate import variant_of, SYNTHETIC_NOTE, sort_ks
 from halsal.report.page import html_page
 from halsal.report.health import dead_warnings, warning_html, write_health
-from halsal.report.paper import (ARCH_LABELS, METHOD_LABELS, SMIC_NOTE, SMIC_SPECTRAL_LABEL,
+from halsal.report.paper import (METHOD_LABELS, SMIC_NOTE, SMIC_SPECTRAL_LABEL,
                                  SMIC_SPECTRAL_NOTE, comparability, method_labels, paper_dataset, paper_value,
                                  smic_maps_kind)
 
@@ -186,15 +186,15 @@ def accuracy_html(cells: pd.DataFrame, arch: str, not_run_note: str | None = Non
     if (cells.label == SMIC_SPECTRAL_LABEL).any():
         notes.append(html.escape(SMIC_SPECTRAL_NOTE))
     notrun = f'<div class="notrun">{html.escape(not_run_note)}</div>' if not_run_note else ""
-    if arch in spec.NOT_PAPER_ARCH_NOTE:  # never compared with the paper: it has no such table
-        notrun = f'<div class="notrun">{html.escape(spec.NOT_PAPER_ARCH_NOTE[arch])}; the paper has no table ' \
+    if spec.not_paper_note(arch):  # never compared with the paper: it has no such table
+        notrun = f'<div class="notrun">{html.escape(spec.not_paper_note(arch))}; the paper has no table ' \
                  f'for it, so no paper values are shown.</div>' + notrun
     if (cells.method == spec.LINEAR_PROBE).any():
         notes.append(html.escape(f"{spec.LINEAR_PROBE_LABEL}: scikit-learn logistic regression on the frozen "
                                  "backbone's pooled features (centre crops), same splits, k and seeds; C chosen on "
                                  "validation. Not a method of the paper: the simplest use of the same features."))
     table = f"<table><tr><th>Dataset</th><th>Method</th>{head}</tr>{''.join(body)}</table>"
-    title = f"{ARCH_LABELS.get(arch, arch)}: test accuracy (%) vs training images per class (k)"
+    title = f"{spec.arch_label(arch)}: test accuracy (%) vs training images per class (k)"
     if synthetic:
         title += f" \u2014 {SYNTHETIC_NOTE}"
     return html_page(title, warning + notrun + table + "".join(f'<p class="note">{n}</p>' for n in notes), synthetic)
@@ -219,7 +219,7 @@ def differences_html(diffs: pd.DataFrame, synthetic: bool, not_run_note: str | N
     for _, r in diffs.iterrows():
         cls = _VERDICT_CLASS.get(r.verdict, "noise")
         bcls = _VERDICT_CLASS.get(r.boot_verdict, "noise")
-        rows.append(f"<tr><td>{html.escape(ARCH_LABELS.get(r.arch, r.arch))}</td><td>{html.escape(r.dataset)}</td>"
+        rows.append(f"<tr><td>{html.escape(spec.arch_label(r.arch))}</td><td>{html.escape(r.dataset)}</td>"
                     f"<td>{html.escape(labels.get(r.method, r.method))}</td><td>{html.escape(str(r.k))}</td><td>{r.n}</td>"
                     f"<td>{html.escape(str(r.n_images))}</td><td>{r.mean_diff:+.2f}</td>"
                     f"<td>{_ci(r.ci_low, r.ci_high)}</td><td>{html.escape(r.ci_method)}</td>"
@@ -275,13 +275,13 @@ def write_tables(runs: pd.DataFrame, outdir, variant: str, archs=spec.PAPER_ARCH
         ran = bool(len(runs)) and arch in set(runs.arch)
         note = None
         if not ran and arch in configured_archs:
-            note = f"{ARCH_LABELS.get(arch, arch)}: configured, but no finished runs yet."
+            note = f"{spec.arch_label(arch)}: configured, but no finished runs yet."
         elif not ran:
-            note = (f"{ARCH_LABELS.get(arch, arch)}: not run in this configuration "
+            note = (f"{spec.arch_label(arch)}: not run in this configuration "
                     "(add it to `archs:` in the config). The paper's values are shown for reference.")
         warning = warning_html(dead_warnings(runs, variant, arch)) if ran else ""
-        write_tsv(outdir / f"table_{arch}.tsv", wide_table(cells))
-        write_text(outdir / f"table_{arch}.html", accuracy_html(cells, arch, note, warning))
+        write_tsv(outdir / f"table_{spec.arch_slug(arch)}.tsv", wide_table(cells))
+        write_text(outdir / f"table_{spec.arch_slug(arch)}.html", accuracy_html(cells, arch, note, warning))
         all_cells.append(cells)
         out[arch] = cells
     diffs = paired_differences(runs, variant) if len(runs) else paired_differences(

@@ -34,7 +34,7 @@ from halsal.gpu import run_record
 from halsal.io import save_npz, torch_load, torch_save, write_json, write_tsv
 from halsal.models import build_model, variant_options, frozen_bn_eval, init_from_scratch, shape_options, state_classes
 from halsal.models.saved import SAVE_CHOICES, save_run_model
-from halsal.models.weights import (WEIGHT_ENUMS, backbone_state_dict, imagenet_state_dict, load_backbone,
+from halsal.models.weights import (WEIGHT_ENUMS, timm_keys, backbone_state_dict, imagenet_state_dict, load_backbone,
                                    load_weights_file, normalisation)
 from halsal.train import records
 from halsal.train.inputs import load_split
@@ -58,8 +58,9 @@ def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, 
     info = {"arch": arch, "weights": weights, **run_record(device, source_prepared)}
     if weights == "imagenet":
         state = imagenet_state_dict(arch)
-        enum = WEIGHT_ENUMS[arch]
-        info["source"] = (f"ImageNet-1k weights from {enum.meta['package']} (sha256 {enum.meta['sha256'][:12]}...)"
+        enum = WEIGHT_ENUMS.get(arch)
+        info["source"] = ("timm's pretrained weights" if enum is None else
+                          f"ImageNet-1k weights from {enum.meta['package']} (sha256 {enum.meta['sha256'][:12]}...)"
                           if "package" in enum.meta else "torchvision ImageNet weights")
     elif weights == "scratch":
         if source_prepared is None or source_split is None:
@@ -81,7 +82,7 @@ def backbone(arch: str, weights: str, out: str | Path, *, source_prepared=None, 
                     best_epoch=result.best_epoch, val_acc=result.best_val_acc, test_acc=accuracy(model, data.test),
                     epochs=result.epochs)
     else:
-        state = load_weights_file(weights)
+        state = timm_keys(arch, load_weights_file(weights))  # a timm model's file loads by timm's keys
         info["source"] = f"local file {weights}"
     # Check it loads into the network before anything downstream relies on it.
     classes = state_classes(arch, state)

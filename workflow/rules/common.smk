@@ -1,6 +1,8 @@
 # Shared helpers: config validation, the run plan (halsal.plan: the run grid and the report's
 # inputs), the results tree (halsal.tree: every path) and wildcard constraints. The rules take
 # their files and arguments from `plan` and `tree`; no rule takes a path apart.
+import re
+
 from snakemake.utils import validate, min_version
 
 from halsal import front_page, plan as halsal_plan, settings, smk_env, spec, tree as halsal_tree
@@ -26,7 +28,7 @@ config[front_page.KEY] = front_page.facts(plan)  # the report's front page (repo
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_\-]+",
-    arch="|".join(spec.ARCHS),
+    arch="|".join(re.escape(a) for a in plan.variants),  # the paper's archs, EfficientNet-Lite0 and any timm/<name>
     method="|".join(spec.METHOD_NAMES),
     variant=spec.VARIANT_PATTERN,
     k=rf"[0-9]+|{spec.K_ALL}",

@@ -93,11 +93,11 @@ rule report_tables:
             subcategory="Saliency health",
             labels={"table": "Saliency health: dead maps, map mean, object ratio"},
         ),
-        extra=[report(tree.report(f"table_{a}.html"), caption=f"{CAPTIONS}/table.rst", category="Tables",
-                      subcategory="Accuracy (not in the paper)", labels={"table": spec.ARCH_LABELS[a]})
+        extra=[report(tree.report(f"table_{spec.arch_slug(a)}.html"), caption=f"{CAPTIONS}/table.rst", category="Tables",
+                      subcategory="Accuracy (not in the paper)", labels={"table": spec.arch_label(a)})
                for a in EXTRA_ARCHS],
         tsv=[tree.report(f"table_{a}.tsv") for a in spec.PAPER_ARCHS],
-        extra_tsv=[tree.report(f"table_{a}.tsv") for a in EXTRA_ARCHS],
+        extra_tsv=[tree.report(f"table_{spec.arch_slug(a)}.tsv") for a in EXTRA_ARCHS],
         diff_tsv=tree.report("differences.tsv"),
         health_tsv=tree.report("saliency_health.tsv"),
     params:
@@ -281,7 +281,7 @@ MD_BENCHMARKS = plan.benchmarks()
 rule report_markdown:
     input:
         runs=rules.aggregate.output.runs,
-        table=tree.report(f"table_{MD_ARCH}.tsv"),
+        table=tree.report(f"table_{spec.arch_slug(MD_ARCH)}.tsv"),
         differences=rules.report_tables.output.diff_tsv,
         health=rules.report_tables.output.health_tsv,
         data=rules.report_data.output.summary_tsv,
