@@ -32,11 +32,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from halsal import spec
-from halsal.models.saliency import SaliencyBranch, modulate
+from halsal.models.saliency import SaliencyBranch, TwoBranchForward, modulate
 
 PREFIX = spec.TIMM_PREFIX  # config name of a timm architecture: "timm/<timm model name>"
 DEFAULT_FUSION = spec.TIMM_DEFAULT_FUSION
@@ -107,9 +106,7 @@ class HalSalTimm(nn.Module):
         self.has_saliency = saliency == "external" or self.saliency_branch is not None
         self._call: dict = {}  # the current call's image, explicit map, mode and map (read by the hook)
         self.trunk.get_submodule(self.fusion).register_forward_hook(self._at_fusion)
-        top = self.top_layer()
-        nn.init.xavier_uniform_(top.weight)
-        nn.init.zeros_(top.bias)
+        self.init_top_layer()
 
     @property
     def fusion_points(self) -> dict[str, int]:
@@ -119,13 +116,10 @@ class HalSalTimm(nn.Module):
     def top_layer(self) -> nn.Linear:
         return self.trunk.get_classifier()
 
-    def saliency_map(self, x: torch.Tensor, size: tuple[int, int], external: torch.Tensor | None = None):
-        """The map ``s`` at the fusion stage's spatial ``size``."""
-        if self.saliency == "external":
-            if external is None:
-                raise ValueError("this model takes an explicit saliency map: pass saliency=...")
-            return F.interpolate(external, size=size, mode="bilinear", align_corners=False)
-        return self.saliency_branch(x, size)
+    # The map s at the fusion stage's size (the hallucinated one, or SMIC's explicit map), and the
+    # top layer's Xavier init: the same as every two-branch network's.
+    saliency_map = TwoBranchForward.saliency_map
+    init_top_layer = TwoBranchForward.init_top_layer
 
     def _at_fusion(self, module, inputs, l: torch.Tensor):
         call = self._call
