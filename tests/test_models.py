@@ -98,7 +98,7 @@ def test_saliency_depths(depth):
     assert model(torch.randn(1, 3, 112, 112)).shape == (1, 5)
 
 
-def test_check_variant():
+def test_variant_options():
     assert variant_options("alexnet", "d3-conv3-eq1") == {"saliency_depth": 3, "fusion": "conv3", "modulation": "eq1"}
     with pytest.raises(ValueError):
         variant_options("alexnet", "nonsense")
