@@ -125,20 +125,22 @@ def check_vocabulary(config: dict) -> None:
     a method that :mod:`halsal.spec` does not define (the schema leaves these lists to spec)."""
     ablations = config.get("ablations") or {}
     model = config.get("model") or {}
-    lists = {"archs": (config.get("archs", []), spec.ARCHS), "methods": (config.get("methods", []), spec.METHOD_NAMES),
-             "ablations.archs": (ablations.get("archs", []), spec.ARCHS),
-             "ablations.methods": (ablations.get("methods", []), spec.METHOD_NAMES)}
-    lists["model.modulation"] = ([model["modulation"]] if "modulation" in model else [], spec.MODULATIONS)
-    lists["ablations.modulations"] = (ablations.get("modulations", []), spec.MODULATIONS)
+    # key -> (values, the valid names as the message lists them, the test of one value)
+    archs = (", ".join(spec.ARCHS) + f", or {spec.TIMM_PREFIX}<timm model name>", spec.is_arch)
+    methods = (", ".join(spec.METHOD_NAMES), spec.METHOD_NAMES.__contains__)
+    modulations = (", ".join(spec.MODULATIONS), spec.MODULATIONS.__contains__)
+    lists = {"archs": (config.get("archs", []), *archs), "methods": (config.get("methods", []), *methods),
+             "ablations.archs": (ablations.get("archs", []), *archs),
+             "ablations.methods": (ablations.get("methods", []), *methods),
+             "model.modulation": ([model["modulation"]] if "modulation" in model else [], *modulations),
+             "ablations.modulations": (ablations.get("modulations", []), *modulations)}
     for key in ("weights", "fusion"):
         if isinstance(model.get(key), dict):
-            lists[f"model.{key} (its keys)"] = (list(model[key]), spec.ARCHS)
-    for key, (values, known) in lists.items():
-        timm_ok = known is spec.ARCHS  # an arch may also be any timm model, timm/<name>
-        bad = [v for v in values if v not in known and not (timm_ok and spec.is_timm(v))]
+            lists[f"model.{key} (its keys)"] = (list(model[key]), *archs)
+    for key, (values, choices, valid) in lists.items():
+        bad = [v for v in values if not valid(v)]
         if bad:
-            more = f", or {spec.TIMM_PREFIX}<timm model name>" if timm_ok else ""
-            raise ValueError(f"config {key}: {', '.join(map(repr, bad))} is not one of {', '.join(known)}{more}")
+            raise ValueError(f"config {key}: {', '.join(map(repr, bad))} is not one of {choices}")
 
 
 def check_budgets(config: dict) -> None:
