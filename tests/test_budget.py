@@ -1,6 +1,7 @@
 """The training budget in optimizer steps (``steps``) and the evaluation cadence (``eval_every``)
 of :func:`halsal.train.loop.fit` (GitHub issue 25)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -121,3 +122,33 @@ def test_the_plan_refuses_a_budget_by_k_that_misses_a_k():
         load("photos.yaml", train={**plan.config["train"], "finetune": {**plan.config["train"]["finetune"], "steps": {"1": 64}}})
     with pytest.raises(ValueError, match="fine-tuning only"):
         load("photos.yaml", train={**plan.config["train"], "pretrain": {**plan.config["train"]["pretrain"], "steps": {"1": 9}}})
+
+
+def test_lr_factor_constant_and_cosine():
+    assert [loop.lr_factor("constant", t, 8) for t in (0, 4, 7)] == [1.0, 1.0, 1.0]
+    assert [round(loop.lr_factor("cosine", t, 8), 6) for t in (0, 2, 4, 6)] == [1.0, 0.853553, 0.5, 0.146447]
+    assert 0 < loop.lr_factor("cosine", 7, 8) < 0.04  # the last step: near 0, not 0
+    with pytest.raises(ValueError, match="unknown lr_schedule 'step'"):
+        loop.lr_factor("step", 0, 8)
+
+
+@pytest.mark.parametrize("name", ["constant", "cosine"])
+def test_each_optimizer_step_runs_at_the_scheduled_rate_in_every_group(monkeypatch, name):
+    """Across epochs (3 steps an epoch, the last cut short), for the body and for the saliency
+    branch's own lr alike."""
+    seen = []
+    make = loop.make_optimizer
+
+    def recording(model, cfg):
+        opt = make(model, cfg)
+        opt.register_step_pre_hook(lambda o, *a: seen.append([g["lr"] for g in o.param_groups]))
+        return opt
+
+    monkeypatch.setattr(loop, "make_optimizer", recording)
+    torch.manual_seed(0)
+    model = build_model("alexnet", 2, fc_width=16, saliency="hallucinated")
+    cfg = OptimConfig(steps=8, lr=1e-2, saliency_lr=1e-4, lr_schedule=name, optimizer="adam", batch_size=4)
+    fit(model, _data(10), _data(6, 1), cfg, seed=0)
+    want = [[1e-2 * loop.lr_factor(name, t, 8), 1e-4 * loop.lr_factor(name, t, 8)] for t in range(8)]
+    assert len(seen) == 8 and all(len(s) == 2 for s in seen)
+    np.testing.assert_allclose(seen, want, rtol=1e-12)

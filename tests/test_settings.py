@@ -66,7 +66,8 @@ def test_a_command_without_flags_trains_with_the_schemas_defaults():
 
 def test_step_settings_round_trip_through_the_cli():
     config = {"train": {"finetune": {"epochs": 3, "lr": 0.003, "optimizer": "adam", "saliency_lr": 1e-5, "momentum": 0.9,
-                                     "weight_decay": 0.0, "batch_size": 8, "steps": 40, "eval_every": 8},
+                                     "weight_decay": 0.0, "batch_size": 8, "steps": 40, "eval_every": 8,
+                                     "lr_schedule": "cosine"},
                         "device": "cpu", "checkpoint_seconds": 60, "precision": "bf16", "channels_last": True,
                         "augment": {"random_crop": False, "flip": True}},
               "data": {"input_size": 96}}
@@ -74,7 +75,7 @@ def test_step_settings_round_trip_through_the_cli():
     args = parse(*FINETUNE, "--settings", text)
     cfg = optim_config(args)
     assert (cfg.epochs, cfg.lr, cfg.optimizer, cfg.saliency_lr, cfg.batch_size) == (3, 0.003, "adam", 1e-5, 8)
-    assert (cfg.steps, cfg.eval_every) == (40, 8)
+    assert (cfg.steps, cfg.eval_every, cfg.lr_schedule) == (40, 8, "cosine")
     assert (cfg.precision, cfg.channels_last, args.device, args.input_size) == ("bf16", True, "cpu", 96)
     assert (args.random_crop, args.flip) == (False, True)
     # converted by the flag's type, as a flag's value would be: metrics.json writes 60.0

@@ -135,10 +135,12 @@ def _cli(tiny, out, epochs, extra=()):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [(), ("--steps", "1=3,K=17", "--eval-every", "5")], ids=["epochs", "steps_by_k-eval_every"])
+@pytest.mark.parametrize("extra", [(), ("--steps", "1=3,K=17", "--eval-every", "5", "--lr-schedule", "cosine")],
+                         ids=["epochs", "steps_by_k-eval_every-cosine"])
 def test_killed_run_resumes_to_the_same_result(tiny, tmp_path, extra):
-    """Also with a budget in steps and validation every 5 steps (issue 25): the epochs that
-    were not validated, and the best of those that were, survive the kill."""
+    """Also with a budget in steps, validation every 5 steps and a cosine lr (issue 25): the
+    epochs that were not validated, the best of those that were, and the rates of the steps
+    after the kill survive it."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     epochs = 6
     subprocess.run(_cli(tiny, tmp_path / "ref", epochs, extra), check=True, env=env, capture_output=True)

@@ -24,6 +24,8 @@ def add_optim_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-every", type=int, default=D["eval_every"],
                    help="optimizer steps between validations (default: every epoch; the last epoch always)")
     g.add_argument("--lr", type=float, default=D["lr"])
+    g.add_argument("--lr-schedule", choices=settings.choices("definitions.optim.lr_schedule"), default=D["lr_schedule"],
+                   help="constant, or cosine decay to 0 over the run's optimizer steps (not in the paper)")
     g.add_argument("--optimizer", choices=settings.choices("definitions.optim.optimizer"), default=D["optimizer"],
                    help="adam: L2 weight decay in the gradient; adamw: decoupled weight decay")
     g.add_argument("--saliency-lr", type=float, default=D["saliency_lr"],
@@ -89,7 +91,7 @@ def apply_settings(parser: argparse.ArgumentParser, args: argparse.Namespace, ar
 def optim_config(args):
     from halsal.train.loop import OptimConfig
 
-    return OptimConfig(epochs=args.epochs, steps=args.steps, eval_every=args.eval_every, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
+    return OptimConfig(epochs=args.epochs, steps=args.steps, eval_every=args.eval_every, lr=args.lr, lr_schedule=args.lr_schedule, optimizer=args.optimizer, momentum=args.momentum,
                        weight_decay=args.weight_decay, batch_size=args.batch_size,
                        checkpoint_seconds=args.checkpoint_seconds, saliency_lr=args.saliency_lr,
                        precision=args.precision, channels_last=args.channels_last)

@@ -61,6 +61,8 @@ class OptimConfig:
     # validated, and the selected epoch is the best validated one.
     eval_every: int | None = _DEFAULTS["eval_every"]
     lr: float = _DEFAULTS["lr"]
+    # 'constant' or 'cosine' (decay to 0 over the run's steps, :func:`lr_factor`); not in the paper.
+    lr_schedule: str = _DEFAULTS["lr_schedule"]
     optimizer: str = _DEFAULTS["optimizer"]
     momentum: float = _DEFAULTS["momentum"]
     weight_decay: float = _DEFAULTS["weight_decay"]
@@ -120,6 +122,17 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def lr_factor(schedule_name: str, step: int, total: int) -> float:
+    """The multiplier of every group's base lr before optimizer step ``step`` (0-based) of ``total``:
+    1 for 'constant'; (1 + cos(pi * step / total)) / 2 for 'cosine' (1 at the first step, near 0
+    at the last). A function of the step alone, so a resumed run sets the same rates."""
+    if schedule_name == "constant":
+        return 1.0
+    if schedule_name == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * step / max(total, 1)))
+    raise ValueError(f"unknown lr_schedule {schedule_name!r}; one of constant, cosine")
 
 
 PRECISIONS = ("fp32", "bf16")
@@ -220,8 +233,9 @@ def schedule(n_train: int, cfg: OptimConfig) -> list[Epoch]:
 
 
 def train_epoch(model: nn.Module, train: DeviceImages, optimizer: torch.optim.Optimizer, loss_fn, cfg: OptimConfig,
-                generator: torch.Generator, max_steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+                generator: torch.Generator, max_steps: int | None = None, set_lr=None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """One epoch of training steps (at most ``max_steps``): ``(loss sum, correct predictions, images)``.
+    ``set_lr(i)``, where given, sets the rates before the epoch's ``i``-th step.
 
     The sums stay on the device, so no step waits for the GPU (``loss.item()`` per batch did);
     the caller reads them once. The float64 loss sum equals, bit for bit, the Python-float sum
@@ -241,6 +255,8 @@ def train_epoch(model: nn.Module, train: DeviceImages, optimizer: torch.optim.Op
             loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if set_lr is not None:
+            set_lr(step)
         optimizer.step()
         loss_sum += loss.detach().to(loss_sum.dtype) * len(y)
         correct += (logits.argmax(1) == y).sum()
@@ -266,6 +282,7 @@ def fit(model: nn.Module, train: DeviceImages, val: DeviceImages, cfg: OptimConf
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)  # in place: the optimizer below sees the same tensors
     optimizer = make_optimizer(model, cfg)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]  # before a checkpoint's (scaled) rates load
     loss_fn = nn.CrossEntropyLoss()
     key = _fingerprint(cfg, seed, fingerprint)
     start, history = 0, []
@@ -289,7 +306,15 @@ def fit(model: nn.Module, train: DeviceImages, val: DeviceImages, cfg: OptimConf
         t0 = time.perf_counter()
         gen = seed_everything(seed, epoch)
         (train_mode or nn.Module.train)(model)
-        loss_sum, correct, total = train_epoch(model, train, optimizer, loss_fn, cfg, gen, plan[epoch].steps)
+        first, total_steps = plan[epoch].total_steps - plan[epoch].steps, plan[-1].total_steps
+
+        def set_lr(i, first=first, total_steps=total_steps):
+            factor = lr_factor(cfg.lr_schedule, first + i, total_steps)
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * factor
+
+        loss_sum, correct, total = train_epoch(model, train, optimizer, loss_fn, cfg, gen, plan[epoch].steps,
+                                               None if cfg.lr_schedule == "constant" else set_lr)
         t_val = time.perf_counter()  # val_seconds: the eval-cadence lever (on CUDA it also holds queued training work)
         val_acc = val_sal = None
         if plan[epoch].evaluate:
@@ -320,7 +345,8 @@ def fit(model: nn.Module, train: DeviceImages, val: DeviceImages, cfg: OptimConf
 def _fingerprint(cfg: OptimConfig, seed: int, extra: dict | None) -> str:
     # The speed-only settings enter the key only where they are not the default, so that
     # checkpoints written before they existed still resume.
-    defaults = {"precision": "fp32", "channels_last": False, "steps": None, "eval_every": None}
+    defaults = {"precision": "fp32", "channels_last": False, "steps": None, "eval_every": None,
+                "lr_schedule": "constant"}
     settings = {k: v for k, v in cfg.__dict__.items()
                 if k != "checkpoint_seconds" and not (k in defaults and v == defaults[k])}
     blob = json.dumps({"cfg": settings, "seed": seed, "extra": extra or {}}, sort_keys=True, default=str)
