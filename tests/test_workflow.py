@@ -84,6 +84,16 @@ out.write_text(json.dumps(rules))
 """
 
 
+def _default_resources(profile: Path) -> set:
+    entries = yaml.safe_load(profile.read_text()).get("default-resources") or {}
+    if isinstance(entries, dict):
+        return set(entries)
+    return {str(e).split("=")[0].strip() for e in entries}
+
+
+PROFILE_DEFAULT_RESOURCES = {p.parent.name: _default_resources(p) for p in sorted((REPO / "workflow/profiles").glob("*/config.yaml"))}
+
+
 @pytest.fixture(scope="module")
 def parsed_rules(tmp_path_factory) -> dict:
     """Every rule of the paper's workflow (all stages, the ablations included), as Snakemake parsed it."""
@@ -95,7 +105,7 @@ def parsed_rules(tmp_path_factory) -> dict:
     return json.loads(out.read_text())
 
 
-def test_every_rule_has_log_benchmark_conda_resources_message(parsed_rules):
+def test_every_rule_has_log_benchmark_conda_resources(parsed_rules):
     jobs = {name: r for name, r in parsed_rules.items() if r["runs"]}
     # The stages' rules; the rest are targets (all, table1, ...) that run nothing.
     assert {"generate_synthetic", "index_folder", "fetch", "split", "prepare", "backbone", "pretrain_saliency",
@@ -105,11 +115,15 @@ def test_every_rule_has_log_benchmark_conda_resources_message(parsed_rules):
     for name, r in jobs.items():
         assert len(r["log"]) == 1 and re.search(r"\{log(:q)?\}", r["shell"]), f"{name}: no log, or its log is not written"
         assert r["benchmark"], f"{name} lacks benchmark"
-        assert r["message"].strip(), f"{name} lacks message"
-        assert {"mem_mb", "runtime"} <= set(r["resources"]), f"{name}: resources {r['resources']}"
+        # A rule states the resources that are its own; the rest are each profile's default-resources.
+        for profile, defaults in PROFILE_DEFAULT_RESOURCES.items():
+            assert {"mem_mb", "runtime"} <= set(r["resources"]) | defaults, f"{name}: resources {r['resources']} ({profile})"
         assert r["conda"] and Path(r["conda"]).resolve().is_file(), f"{name}: conda env {r['conda']!r}"
         env = yaml.safe_load(Path(r["conda"]).read_text())
         assert env["name"] and env["dependencies"], f"{name}: {r['conda']}"
+    # Snakemake's own job line (rule, wildcards, files) describes the other jobs; a fine-tuning job
+    # also names the k values and seeds it trains in one process.
+    assert "{params.label}" in jobs["finetune"]["message"]
 
 
 @pytest.mark.slow

@@ -46,8 +46,11 @@ class Plan(DatasetPlan, GridPlan, JobPlan, StepPlan, ReportInputs):
         self.archs = list(config["archs"])
         self.datasets = list(config["datasets"])
         self.methods = list(config["methods"])
+        # k is a label from here on ("1", "5", "K"): the config's ints become strings once, here;
+        # only the split's row selection counts it (halsal.data.splits.select).
         self.ks = [str(k) for k in config["ks"]]
         self.ablations = config.get("ablations") or {}
+        self.ablation_ks = [str(k) for k in self.ablations.get("ks") or self.ks]  # the ablations' (default: the grid's)
         self.batch = config["train"]["finetune_batch"]
         timm_archs = [a for a in [*self.archs, *self.ablations.get("archs", [])] if spec.is_timm(a)]
         self.variants = {arch: self.variant_for(arch) for arch in dict.fromkeys([*spec.ARCHS, *timm_archs])}  # each arch's main variant

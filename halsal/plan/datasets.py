@@ -53,7 +53,7 @@ class DatasetPlan:
 
     def max_k(self) -> int:
         """The largest integer k of the main grid and the ablations (the split needs it)."""
-        ints = [int(k) for k in self.ks + [str(k) for k in self.ablations.get("ks") or []] if k != spec.K_ALL]
+        ints = [int(k) for k in self.ks + (self.ablation_ks if self.ablations else []) if k != spec.K_ALL]
         return max(ints) if ints else 1
 
     # --- variants ------------------------------------------------------------------------------

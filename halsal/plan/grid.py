@@ -63,7 +63,7 @@ class GridPlan:
         Baseline-RGB has no saliency branch, so it runs at the main variant only."""
         if not self.ablations:
             return []
-        ks = [str(k) for k in self.ablations.get("ks") or self.ks]
+        ks = self.ablation_ks
         seeds = list(self.ablations.get("seeds") or self.config["seeds"])
         out = []
         for arch in self.ablation_archs():

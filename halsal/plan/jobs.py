@@ -31,7 +31,7 @@ class JobPlan:
         """ks and seeds of the jobs of the main variants, or (ablation=True) of the ablation-only
         variants. The main variants' jobs also cover the ablations' ks and seeds (their
         Baseline-RGB reference and main-variant points are main-variant runs)."""
-        ks = [str(k) for k in (self.ablations.get("ks") or self.ks)]
+        ks = self.ablation_ks
         seeds = list(self.ablations.get("seeds") or self.config["seeds"])
         if not ablation:
             ks = self.ks + ks
@@ -40,7 +40,7 @@ class JobPlan:
 
     def ablation_seeds(self, k) -> list[int]:
         """Seeds the ablations ask of the main variant's jobs at ``k`` (their reference runs)."""
-        if not self.ablations or str(k) not in [str(x) for x in (self.ablations.get("ks") or self.ks)]:
+        if not self.ablations or str(k) not in self.ablation_ks:
             return []
         return list(self.ablations.get("seeds") or self.config["seeds"])
 

@@ -39,6 +39,13 @@ wildcard_constraints:
 smk_env.setup(workflow.basedir, bool(workflow.deployment_settings.deployment_method))
 
 
+# Resources. The small CPU jobs of the data and report stages take the profile's
+# default-resources (workflow/profiles/*/config.yaml); a rule states only what is its own. The
+# training rules take the config's size (resources.mem_mb / runtime), and GPU_JOB adds the GPUs
+# each job claims (gpu_resources). A profile's set-resources overrides any of them.
+TRAIN_JOB = {"mem_mb": config["resources"]["mem_mb"], "runtime": config["resources"]["runtime"]}
+
+
 def gpu_resources():
     """GPUs per GPU job (config resources.gpu; a profile's set-resources wins). Every GPU rule
     runs `python -m halsal --gpus {resources.gpu} ...`: with 0 the job's GPUs are hidden
@@ -48,6 +55,9 @@ def gpu_resources():
     side (at most the profile's `resources: gpu=<GPU count>`) never share a GPU, and a GPU that
     torch/DALI cannot use stops the job with the cause instead of a CPU run."""
     return config["resources"]["gpu"]
+
+
+GPU_JOB = {**TRAIN_JOB, "gpu": gpu_resources()}
 
 
 def one_of(names):
@@ -87,6 +97,40 @@ def per_class_args(name):
     if entry.get("per_class") is None:
         return ""
     return f"--per-class {entry['per_class']} --per-class-seed {entry['per_class_seed']}"
+
+
+# The options each command gets are values of the config: one helper per command, a params value
+# (so that changing one of them reruns its jobs), never a path taken apart.
+def generate_args(wildcards):
+    """`halsal generate`'s options: the synthetic dataset's entry."""
+    e = plan.dataset_spec(wildcards.dataset)
+    return (f"--task {e['task']} --classes {e['classes']} --images-per-class {e['images_per_class']} "
+            f"--image-size {e['image_size']} --seed {e['seed']} {per_class_args(wildcards.dataset)}")
+
+
+def fetch_args(wildcards):
+    """`halsal fetch`'s options: the kind, the download folder, a local archive, the subset."""
+    e = plan.dataset_spec(wildcards.dataset)
+    source = f"--source {e['source']}" if e.get("source") else ""
+    subset = f"--subset-per-class {e['subset_per_class']}" if e.get("subset_per_class") else ""
+    return (f"--dataset {e['kind']} --root {e.get('root', f'data/{wildcards.dataset}')} {source} {subset} "
+            f"{per_class_args(wildcards.dataset)}")
+
+
+def split_args(wildcards):
+    """`halsal split`'s policy options: images per class for val and test, the largest k, and what
+    a small class or a duplicate does (the dataset's own entry over `data:`)."""
+    name = wildcards.dataset
+    policy = lambda key: plan.data_policy(name, key)
+    max_k = 1 if name == plan.source else plan.max_k()
+    return (f"--val-per-class {policy('val_per_class')} --test-per-class {policy('test_per_class')} --max-k {max_k} "
+            f"--too-few {policy('too_few_images')} --duplicates {policy('duplicates')}")
+
+
+def prepare_args(wildcards):
+    """`halsal prepare`'s options: the output folder, the resize, the decoder and what a bad image does."""
+    return (f"--out-dir {tree.prepared(wildcards.dataset)} --resize {config['data']['resize']} --backend {config['data']['decode_backend']} "
+            f"--on-error {plan.data_policy(wildcards.dataset, 'on_bad_image')}")
 
 
 def step_settings(step):
@@ -141,9 +185,82 @@ def finetune_label(wildcards):
     return f"k={','.join(ks)}, seed {','.join(seeds)} ({len(runs)} run{'s' if len(runs) > 1 else ''} in one process)"
 
 
-def saliency_arg(wildcards, input):
-    return f"--saliency {input.saliency}" if input.saliency else ""
+def finetune_args(wildcards, input):
+    """The options of a fine-tuning job beyond its runs and settings: the prepared dataset, the
+    Step-1 weights or the SMIC maps where the method starts from them, whether the dataset is
+    synthetic (its metrics say so) and what each run keeps of its network."""
+    args = [f"--prepared {tree.prepared(wildcards.dataset)}"]
+    args += [f"--saliency {input.saliency}"] if input.saliency else []
+    args += [f"--maps {input.maps}"] if input.maps else []
+    args += ["--synthetic"] if plan.is_synthetic(wildcards.dataset) else []
+    return " ".join(args + [f"--save-model {config['train']['save_model']}"])
 
 
-def maps_arg(wildcards, input):
-    return f"--maps {input.maps}" if input.maps else ""
+# Steps 0 and 1 read the source set (config `source`): its prepared images and its split.
+SOURCE = plan.source
+SOURCE_PREPARED = tree.prepared(SOURCE)
+SOURCE_INPUT = dict(images=tree.images(SOURCE), manifest=tree.manifest(SOURCE), split=tree.split(SOURCE, 0))
+
+
+def probe_args(wildcards):
+    """`halsal probe`'s options: the prepared dataset, the arch's variant (for its input size and
+    normalisation), whether the dataset is synthetic, the input size and the device."""
+    synthetic = " --synthetic" if plan.is_synthetic(wildcards.dataset) else ""
+    return (f"--prepared {tree.prepared(wildcards.dataset)} --variant {plan.variants[wildcards.arch]}{synthetic} "
+            f"--input-size {config['data']['input_size']} --device {config['train']['device']}")
+
+
+def smic_args(wildcards):
+    """`halsal smic-maps`'s options: the prepared dataset, the maps' source, a folder of maps."""
+    folder = plan.smic_folder(wildcards.dataset)
+    return (f"--prepared {tree.prepared(wildcards.dataset)} --source {config['smic']['source']}"
+            + (f" --folder {folder}" if folder else ""))
+
+
+# The report (report.smk): captions, the config summary every caption shows, and the options of
+# its commands.
+from halsal.report.captions import config_summary
+
+CAPTIONS = "../../reports/captions"
+CONFIG_SUMMARY = config_summary(plan)
+VARIANT_ARG = " ".join(f"{a}={v}" for a, v in plan.variants.items())
+DATASETS = " ".join(plan.datasets)
+MD_ARCH = plan.archs[0]  # the arch of the Markdown results and of the qualitative grids
+
+
+def report_item(path, caption, category, subcategory=None, patterns=(), **labels):
+    """An output the HTML report shows: its caption (reports/captions/<caption>.rst), category,
+    subcategory and labels. A directory's files are listed by `patterns`, and labelled by the
+    patterns' wildcards unless labels are given."""
+    if patterns and not labels:
+        labels = {name: f"{{{name}}}" for name in re.findall(r"{(\w+)}", patterns[0])}
+    return report(path, caption=f"{CAPTIONS}/{caption}.rst", category=category, subcategory=subcategory,
+                  labels=labels, patterns=list(patterns))
+
+
+def tables_args():
+    """`halsal tables`' options: the output folder, the grid the tables lay out, and which datasets
+    are synthetic or a subset (a capped dataset, per_class, is never the paper's dataset in full)."""
+    kinds = [f"{d}={s['kind'] + '-subset' if s.get('per_class') else s['kind']}" for d, s in config["datasets"].items()]
+    synthetic = [d for d in plan.datasets if plan.is_synthetic(d)]
+    return (f"--outdir {tree.report_dir} --variant {VARIANT_ARG} --archs {' '.join(plan.archs)} --datasets {DATASETS} "
+            f"--methods {' '.join(plan.methods)} --ks {' '.join(map(str, plan.ks))} "
+            f"--synthetic-datasets {' '.join(synthetic)} --dataset-kinds {' '.join(kinds)}")
+
+
+def data_report_args(inputs):
+    """`halsal data-report`'s options: the target datasets, the source set where a step uses it,
+    the seeds, and each dataset's kind and data policies."""
+    policy = lambda d, key: plan.data_policy(d, key)
+    kinds = [f"{d}={plan.dataset_spec(d)['kind']}" for d in inputs]
+    policies = [f"{d}={policy(d, 'on_bad_image')},{policy(d, 'too_few_images')},{policy(d, 'duplicates')}" for d in inputs]
+    source = f" --source {plan.source}" if plan.source_used() else ""
+    return (f"--targets {DATASETS}{source} --seeds {' '.join(map(str, config['seeds']))} "
+            f"--kinds {' '.join(kinds)} --policies {' '.join(policies)}")
+
+
+def markdown_args():
+    """`halsal results-md`'s options: the report folder, the arch and variant it describes, the
+    source set and the datasets."""
+    return (f"--report-dir {tree.report_dir} --arch {MD_ARCH} --variant {plan.variants[MD_ARCH]} "
+            f"--source {plan.source} --datasets {DATASETS}")

@@ -8,10 +8,7 @@ rule prepare:
         images=tree.images("{dataset}"),
         manifest=tree.manifest("{dataset}"),
     params:
-        out_dir=lambda wc: tree.prepared(wc.dataset),
-        resize=config["data"]["resize"],
-        backend=config["data"]["decode_backend"],
-        on_error=lambda wc: plan.data_policy(wc.dataset, "on_bad_image"),
+        args=prepare_args,
     log:
         tree.log("prepare", "{dataset}"),
     benchmark:
@@ -20,12 +17,6 @@ rule prepare:
         "../../envs/data.yaml"
     threads: 2
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
-        gpu=gpu_resources(),
-    message:
-        "Decoding {wildcards.dataset} to {params.resize}px uint8 arrays ({params.backend} backend)"
+        **GPU_JOB,
     shell:
-        "python -m halsal --gpus {resources.gpu} prepare --index {input.index} --out-dir {params.out_dir} "
-        "--resize {params.resize} --backend {params.backend} --on-error {params.on_error} --threads {threads} "
-        "> {log} 2>&1"
+        "python -m halsal --gpus {resources.gpu} prepare --index {input.index} {params.args} --threads {threads} > {log} 2>&1"

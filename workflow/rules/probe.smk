@@ -11,12 +11,8 @@ rule probe:
     output:
         tsv=tree.probe("{arch}", "{dataset}"),
     params:
-        prepared=lambda wc: tree.prepared(wc.dataset),
         runs=lambda wc: halsal_plan.as_json([[k, s, tree.split(wc.dataset, s)] for k, s in plan.probe_runs()]),
-        variant=lambda wc: plan.variants[wc.arch],
-        synthetic=lambda wc: "--synthetic" if plan.is_synthetic(wc.dataset) else "",
-        input_size=config["data"]["input_size"],
-        device=config["train"]["device"],
+        args=probe_args,
     log:
         tree.log("probe", "{arch}/{dataset}"),
     benchmark:
@@ -25,12 +21,7 @@ rule probe:
         "../../envs/train.yaml"
     threads: config["resources"]["threads"]
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
-        gpu=gpu_resources(),
-    message:
-        "Linear probe (not in the paper) on {wildcards.dataset}, {wildcards.arch} frozen features"
+        **GPU_JOB,
     shell:
-        "python -m halsal --gpus {resources.gpu} probe --arch {wildcards.arch} --dataset {wildcards.dataset} --prepared {params.prepared} "
-        "--backbone {input.backbone} --runs {params.runs:q} --variant {params.variant} {params.synthetic} "
-        "--input-size {params.input_size} --device {params.device} --threads {threads} --out {output.tsv} > {log} 2>&1"
+        "python -m halsal --gpus {resources.gpu} probe --arch {wildcards.arch} --dataset {wildcards.dataset} {params.args} "
+        "--backbone {input.backbone} --runs {params.runs:q} --threads {threads} --out {output.tsv} > {log} 2>&1"

@@ -5,47 +5,21 @@
 # per-dataset files live in directories registered through patterns=, so the report only
 # ever lists files that exist.
 
-from halsal.report.captions import config_summary
-
-CAPTIONS = "../../reports/captions"
-CONFIG_SUMMARY = config_summary(plan)
-VARIANT_ARG = " ".join(f"{a}={v}" for a, v in plan.variants.items())
-
-
 rule aggregate:
     input:
         plan.report_metrics(),
     output:
-        runs=report(
-            tree.runs_tsv,
-            caption=f"{CAPTIONS}/runs.rst",
-            category="Run details",
-            subcategory="Runs",
-            labels={"file": "runs.tsv (one row per run)"},
-        ),
-        summary=report(
-            tree.summary_csv,
-            caption=f"{CAPTIONS}/summary.rst",
-            category="Run details",
-            subcategory="Runs",
-            labels={"file": "summary.csv (mean over seeds)"},
-        ),
+        runs=report_item(tree.runs_tsv, "runs", "Run details", "Runs", file="runs.tsv (one row per run)"),
+        summary=report_item(tree.summary_csv, "summary", "Run details", "Runs", file="summary.csv (mean over seeds)"),
         accuracy=tree.accuracy_tsv,
     params:
         summary=CONFIG_SUMMARY,
-        n=lambda wildcards, input: len(input),
     log:
         tree.log("report", "aggregate"),
     benchmark:
         tree.bench("report", "aggregate")
     conda:
         "../../envs/report.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    message:
-        "Aggregating {params.n} fine-tuning runs into one table"
     shell:
         "python -m halsal aggregate --metrics {input:q} --runs-tsv {output.runs:q} "
         "--summary-csv {output.summary:q} --accuracy-tsv {output.accuracy:q} > {log:q} 2>&1"
@@ -55,6 +29,7 @@ rule aggregate:
 # reference row each run's saliency.npz (through runs.tsv's run_dir); both are declared.
 # Tables of configured archs that are not in the paper (EfficientNet-Lite0).
 EXTRA_ARCHS = [a for a in plan.archs if a not in spec.PAPER_ARCHS]
+ACCURACY = "Accuracy (paper Tables 1-2)"
 
 
 rule report_tables:
@@ -65,69 +40,31 @@ rule report_tables:
         probe=plan.probe_outputs(),
         reference_maps=list(plan.reference_maps().values()),
     output:
-        alexnet=report(
-            tree.report("table_alexnet.html"),
-            caption=f"{CAPTIONS}/table.rst",
-            category="Tables",
-            subcategory="Accuracy (paper Tables 1-2)",
-            labels={"table": "Table 1: AlexNet"},
-        ),
-        resnet=report(
-            tree.report("table_resnet152.html"),
-            caption=f"{CAPTIONS}/table.rst",
-            category="Tables",
-            subcategory="Accuracy (paper Tables 1-2)",
-            labels={"table": "Table 2: ResNet-152"},
-        ),
-        differences=report(
-            tree.report("differences.html"),
-            caption=f"{CAPTIONS}/differences.rst",
-            category="Tables",
-            subcategory="Paired differences",
-            labels={"table": "Approach A/B minus Baseline-RGB, 95% CI"},
-        ),
-        health=report(
-            tree.report("saliency_health.html"),
-            caption=f"{CAPTIONS}/saliency_health.rst",
-            category="Tables",
-            subcategory="Saliency health",
-            labels={"table": "Saliency health: dead maps, map mean, object ratio"},
-        ),
-        extra=[report(tree.report(f"table_{spec.arch_slug(a)}.html"), caption=f"{CAPTIONS}/table.rst", category="Tables",
-                      subcategory="Accuracy (not in the paper)", labels={"table": spec.arch_label(a)})
-               for a in EXTRA_ARCHS],
+        alexnet=report_item(tree.report("table_alexnet.html"), "table", "Tables", ACCURACY, table="Table 1: AlexNet"),
+        resnet=report_item(tree.report("table_resnet152.html"), "table", "Tables", ACCURACY, table="Table 2: ResNet-152"),
+        differences=report_item(tree.report("differences.html"), "differences", "Tables", "Paired differences",
+                                table="Approach A/B minus Baseline-RGB, 95% CI"),
+        health=report_item(tree.report("saliency_health.html"), "saliency_health", "Tables", "Saliency health",
+                           table="Saliency health: dead maps, map mean, object ratio"),
+        extra=[report_item(tree.report(f"table_{spec.arch_slug(a)}.html"), "table", "Tables", "Accuracy (not in the paper)",
+                           table=spec.arch_label(a)) for a in EXTRA_ARCHS],
         tsv=[tree.report(f"table_{a}.tsv") for a in spec.PAPER_ARCHS],
         extra_tsv=[tree.report(f"table_{spec.arch_slug(a)}.tsv") for a in EXTRA_ARCHS],
         diff_tsv=tree.report("differences.tsv"),
         health_tsv=tree.report("saliency_health.tsv"),
     params:
         summary=CONFIG_SUMMARY,
-        variant=VARIANT_ARG,
-        outdir=lambda wc: tree.report_dir,
-        archs=plan.archs,
-        datasets=plan.datasets,
-        methods=plan.methods,
-        ks=plan.ks,
-        synthetic=[d for d in plan.datasets if plan.is_synthetic(d)],
+        args=tables_args(),
         reference_maps=halsal_plan.as_json(plan.reference_maps()),
-        # a capped dataset (per_class) is a subset, never the paper's dataset in full
-        kinds=[f"{d}={s['kind'] + '-subset' if s.get('per_class') else s['kind']}" for d, s in config["datasets"].items()],
     log:
         tree.log("report", "tables"),
     benchmark:
         tree.bench("report", "tables")
     conda:
         "../../envs/report.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    message:
-        "Accuracy tables in the paper's layout, paired differences and saliency health -> {params.outdir}"
     shell:
-        "python -m halsal tables --runs {input.runs:q} --outdir {params.outdir:q} --variant {params.variant} "
-        "--archs {params.archs} --probe {input.probe:q} --reference-maps {params.reference_maps:q} --datasets {params.datasets} --methods {params.methods} "
-        "--ks {params.ks} --synthetic-datasets {params.synthetic} --dataset-kinds {params.kinds} > {log:q} 2>&1"
+        "python -m halsal tables --runs {input.runs:q} --probe {input.probe:q} --reference-maps {params.reference_maps:q} "
+        "{params.args} > {log:q} 2>&1"
 
 
 rule report_plots:
@@ -135,51 +72,21 @@ rule report_plots:
         runs=rules.aggregate.output.runs,
         history=plan.report_run_files("history.tsv"),
     output:
-        accuracy=report(
-            directory(tree.report("plots/accuracy")),
-            patterns=["{arch}/{dataset}/{plot}.png"],
-            caption=f"{CAPTIONS}/accuracy.rst",
-            category="Accuracy vs k",
-            subcategory="{dataset}",
-            labels={"arch": "{arch}", "dataset": "{dataset}", "plot": "{plot}"},
-        ),
-        figure2=report(
-            tree.report("plots/figure2_depth.png"),
-            caption=f"{CAPTIONS}/figure2.rst",
-            category="Ablations",
-            labels={"figure": "Figure 2: saliency depth"},
-        ),
-        figure3=report(
-            tree.report("plots/figure3_fusion.png"),
-            caption=f"{CAPTIONS}/figure3.rst",
-            category="Ablations",
-            labels={"figure": "Figure 3: fusion point"},
-        ),
-        curves=report(
-            tree.report("plots/learning_curves.png"),
-            caption=f"{CAPTIONS}/learning_curves.rst",
-            category="Run details",
-            subcategory="Learning curves",
-            labels={"file": "learning curves"},
-        ),
+        accuracy=report_item(directory(tree.report("plots/accuracy")), "accuracy", "Accuracy vs k", "{dataset}", ["{arch}/{dataset}/{plot}.png"]),
+        figure2=report_item(tree.report("plots/figure2_depth.png"), "figure2", "Ablations", figure="Figure 2: saliency depth"),
+        figure3=report_item(tree.report("plots/figure3_fusion.png"), "figure3", "Ablations", figure="Figure 3: fusion point"),
+        curves=report_item(tree.report("plots/learning_curves.png"), "learning_curves", "Run details", "Learning curves", file="learning curves"),
     params:
         summary=CONFIG_SUMMARY,
-        variant=VARIANT_ARG,
-        outdir=lambda wc: tree.report("plots"),
+        args=f"--outdir {tree.report('plots')} --variant {VARIANT_ARG}",
     log:
         tree.log("report", "plots"),
     benchmark:
         tree.bench("report", "plots")
     conda:
         "../../envs/report.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=15,
-    message:
-        "Plots: accuracy and improvement vs k, Figures 2-3, learning curves"
     shell:
-        "python -m halsal plots --runs {input.runs:q} --outdir {params.outdir:q} --variant {params.variant} > {log:q} 2>&1"
+        "python -m halsal plots --runs {input.runs:q} {params.args} > {log:q} 2>&1"
 
 
 rule report_qualitative:
@@ -190,35 +97,20 @@ rule report_qualitative:
         images=[d["images"] for d in plan.qualitative_inputs().values()],
         index=[d["index"] for d in plan.qualitative_inputs().values()],
     output:
-        grids=report(
-            directory(tree.report("qualitative")),
-            patterns=["{dataset}/{grid}.png"],
-            caption=f"{CAPTIONS}/qualitative.rst",
-            category="Qualitative",
-            subcategory="{dataset}",
-            labels={"dataset": "{dataset}", "grid": "{grid}"},
-        ),
+        grids=report_item(directory(tree.report("qualitative")), "qualitative", "Qualitative", "{dataset}", ["{dataset}/{grid}.png"]),
     params:
         summary=CONFIG_SUMMARY,
-        variant=VARIANT_ARG,
-        datasets=plan.datasets,
-        arch=plan.archs[0],
         inputs=halsal_plan.as_json(plan.qualitative_inputs()),
+        args=f"--variant {VARIANT_ARG} --datasets {DATASETS} --arch {MD_ARCH}",
     log:
         tree.log("report", "qualitative"),
     benchmark:
         tree.bench("report", "qualitative")
     conda:
         "../../envs/report.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=15,
-    message:
-        "Qualitative grids (paper Tables 3-4) and saliency galleries"
     shell:
-        "python -m halsal qualitative --runs {input.runs:q} --outdir {output.grids:q} --variant {params.variant} "
-        "--inputs {params.inputs:q} --datasets {params.datasets} --arch {params.arch} > {log:q} 2>&1"
+        "python -m halsal qualitative --runs {input.runs:q} --outdir {output.grids:q} --inputs {params.inputs:q} "
+        "{params.args} > {log:q} 2>&1"
 
 
 # The Data section: per dataset (and the source set, where a step uses it), the images
@@ -235,22 +127,13 @@ rule report_data:
         splits=[path for d in DATA_INPUTS.values() for path in d["splits"].values()],
         notes=[path for d in DATA_INPUTS.values() for path in d["notes"].values()],
     output:
-        html=report(
-            tree.report("data.html"),
-            caption=f"{CAPTIONS}/data.rst",
-            category="Data",
-            labels={"table": "Data: images used, skipped files, dropped classes, ignored files"},
-        ),
+        html=report_item(tree.report("data.html"), "data", "Data",
+                         table="Data: images used, skipped files, dropped classes, ignored files"),
         tsv=tree.report("data.tsv"),
         summary_tsv=tree.report("data_summary.tsv"),
     params:
         summary=CONFIG_SUMMARY,
-        targets=plan.datasets,
-        source=f"--source {plan.source}" if plan.source_used() else "",
-        seeds=config["seeds"],
-        kinds=[f"{d}={plan.dataset_spec(d)['kind']}" for d in DATA_INPUTS],
-        policies=[f"{d}={plan.data_policy(d, 'on_bad_image')},{plan.data_policy(d, 'too_few_images')},"
-                  f"{plan.data_policy(d, 'duplicates')}" for d in DATA_INPUTS],
+        args=data_report_args(DATA_INPUTS),
         inputs=halsal_plan.as_json(DATA_INPUTS),
     log:
         tree.log("report", "data"),
@@ -258,22 +141,14 @@ rule report_data:
         tree.bench("report", "data")
     conda:
         "../../envs/report.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    message:
-        "Data section: images used, skipped files, dropped classes and ignored files of {params.targets}"
     shell:
-        "python -m halsal data-report --inputs {params.inputs:q} --targets {params.targets} {params.source} "
-        "--seeds {params.seeds} --kinds {params.kinds} --policies {params.policies} --html {output.html:q} "
+        "python -m halsal data-report --inputs {params.inputs:q} {params.args} --html {output.html:q} "
         "--tsv {output.tsv:q} --summary-tsv {output.summary_tsv:q} > {log:q} 2>&1"
 
 
 # The results as one Markdown section (docs/results-photos.md): the tables above, Step 0/1 on
-# the source set, every job's wall time (its benchmark file, declared: halsal.plan.Plan.benchmarks)
+# the source set, every job's wall time (its benchmark file, declared: halsal.plan benchmarks)
 # and a few plots. `halsal publish-md` (make photos) splices it into the docs page.
-MD_ARCH = plan.archs[0]
 REPORT_HAS_STEP1 = bool(set(plan.methods) & set(spec.FROM_STEP1))
 MD_BENCHMARKS = plan.benchmarks()
 
@@ -294,27 +169,15 @@ rule report_markdown:
         md=tree.report("results.md"),
         images=directory(tree.report("results_md")),
     params:
-        report_dir=lambda wc: tree.report_dir,
         step1=lambda wildcards, input: f"--saliency {input.step1}" if input.step1 else "",
-        datasets=plan.datasets,
-        arch=MD_ARCH,
-        variant=plan.variants[MD_ARCH],
-        source=plan.source,
         benchmarks=halsal_plan.as_json(MD_BENCHMARKS),
+        args=markdown_args(),
     log:
         tree.log("report", "markdown"),
     benchmark:
         tree.bench("report", "markdown")
     conda:
         "../../envs/report.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    message:
-        "Results as Markdown (tables, Step 0/1, wall time per stage, plots) -> {output.md}"
     shell:
-        "python -m halsal results-md --report-dir {params.report_dir:q} --arch {params.arch} --variant {params.variant} "
-        "--runs {input.runs:q} --out {output.md:q} "
-        "--benchmarks {params.benchmarks:q} --backbone {input.backbone:q} {params.step1} --source {params.source} "
-        "--datasets {params.datasets} > {log:q} 2>&1"
+        "python -m halsal results-md --runs {input.runs:q} --out {output.md:q} --benchmarks {params.benchmarks:q} "
+        "--backbone {input.backbone:q} {params.step1} {params.args} > {log:q} 2>&1"

@@ -7,17 +7,14 @@
 # images (ImageNet weights, or a local file).
 rule backbone:
     input:
-        images=tree.images(plan.source),
-        manifest=tree.manifest(plan.source),
-        split=tree.split(plan.source, 0),
+        **SOURCE_INPUT,
     output:
         weights=tree.backbone("{arch}"),
         info=tree.backbone_info("{arch}"),
     params:
         weights=lambda wc: plan.weights_for(wc.arch),
-        prepared=lambda wc: tree.prepared(plan.source),
+        args=f"--source-prepared {SOURCE_PREPARED} --fc-width {plan.fc_width}",
         settings=step_settings("backbone"),
-        fc_width=plan.fc_width,
     log:
         tree.log("backbone", "{arch}"),
     benchmark:
@@ -26,30 +23,24 @@ rule backbone:
         "../../envs/train.yaml"
     threads: config["resources"]["threads"]
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
-        gpu=gpu_resources(),
-    message:
-        "Step 0: {wildcards.arch} backbone ({params.weights})"
+        **GPU_JOB,
     shell:
-        "python -m halsal --gpus {resources.gpu} backbone --arch {wildcards.arch} --weights {params.weights} "
-        "--source-prepared {params.prepared} --source-split {input.split} --out {output.weights} "
-        "--settings {params.settings:q} --fc-width {params.fc_width} --threads {threads} > {log} 2>&1"
+        "python -m halsal --gpus {resources.gpu} backbone --arch {wildcards.arch} --weights {params.weights} {params.args} "
+        "--source-split {input.split} --out {output.weights} --settings {params.settings:q} --threads {threads} > {log} 2>&1"
 
 
+# Every Approach A/B job waits for Step 1, Baseline-RGB and the probe do not: priority starts it
+# first, so that the other cores run those beside it instead of idling after it.
 rule pretrain_saliency:
     input:
+        **SOURCE_INPUT,
         backbone=rules.backbone.output.weights,
-        images=tree.images(plan.source),
-        manifest=tree.manifest(plan.source),
-        split=tree.split(plan.source, 0),
     output:
         weights=tree.saliency("{arch}", "{variant}"),
         info=tree.saliency_info("{arch}", "{variant}"),
     params:
-        prepared=lambda wc: tree.prepared(plan.source),
+        prepared=lambda wc: SOURCE_PREPARED,
         settings=step_settings("pretrain"),
-        source=plan.source,
     log:
         tree.log("pretrain_saliency", "{arch}/{variant}"),
     benchmark:
@@ -57,15 +48,9 @@ rule pretrain_saliency:
     conda:
         "../../envs/train.yaml"
     threads: config["resources"]["threads"]
-    # Every Approach A/B job waits for Step 1, Baseline-RGB and the probe do not: start it first,
-    # so that the other cores run those beside it instead of idling after it.
     priority: 10
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
-        gpu=gpu_resources(),
-    message:
-        "Step 1: saliency branch {wildcards.variant} for {wildcards.arch} on {params.source} (RGB and joint branches frozen)"
+        **GPU_JOB,
     shell:
         "python -m halsal --gpus {resources.gpu} pretrain-saliency --arch {wildcards.arch} --variant {wildcards.variant} "
         "--backbone {input.backbone} --source-prepared {params.prepared} --source-split {input.split} "
@@ -81,24 +66,17 @@ rule smic_maps:
         maps=tree.smic_maps("{dataset}"),
         info=tree.smic_info("{dataset}"),
     params:
-        prepared=lambda wc: tree.prepared(wc.dataset),
-        source=config["smic"]["source"],
-        folder=lambda wc: f"--folder {plan.smic_folder(wc.dataset)}" if plan.smic_folder(wc.dataset) else "",
+        args=smic_args,
     log:
         tree.log("smic_maps", "{dataset}"),
     benchmark:
         tree.bench("smic_maps", "{dataset}")
     conda:
         "../../envs/train.yaml"
-    threads: 1
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
-    message:
-        "SMIC: explicit saliency maps of {wildcards.dataset} ({params.source})"
+        **TRAIN_JOB,
     shell:
-        "python -m halsal smic-maps --index {input.index} --prepared {params.prepared} "
-        "--source {params.source} {params.folder} --out {output.maps} > {log} 2>&1"
+        "python -m halsal smic-maps --index {input.index} {params.args} --out {output.maps} > {log} 2>&1"
 
 
 # Fine-tuning jobs (GitHub issue 11): one job trains a batch of runs in one process
@@ -113,14 +91,10 @@ rule finetune:
     output:
         **finetune_output(),
     params:
-        prepared=lambda wc: tree.prepared(wc.dataset),
         runs=finetune_runs,
         label=finetune_label,
-        saliency=saliency_arg,
-        maps=maps_arg,
-        synthetic=lambda wc: "--synthetic" if plan.is_synthetic(wc.dataset) else "",
+        args=finetune_args,
         settings=step_settings("finetune"),
-        save_model=config["train"]["save_model"],
     log:
         plan.job_log(tree.log),
     benchmark:
@@ -133,16 +107,13 @@ rule finetune:
         variant=one_of(plan.variants.values()),  # the ablation-only variants: finetune_ablation
     threads: config["resources"]["threads"]
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
-        gpu=gpu_resources(),
+        **GPU_JOB,
     message:
         "Step 2: {wildcards.method} on {wildcards.dataset} ({wildcards.arch}, {wildcards.variant}), {params.label}"
     shell:
         "python -m halsal --gpus {resources.gpu} finetune --arch {wildcards.arch} --method {wildcards.method} --variant {wildcards.variant} "
-        "--dataset {wildcards.dataset} --prepared {params.prepared} --backbone {input.backbone} "
-        "{params.saliency} {params.maps} {params.synthetic} --runs {params.runs:q} --settings {params.settings:q} "
-        "--save-model {params.save_model} --threads {threads} > {log} 2>&1"
+        "--dataset {wildcards.dataset} {params.args} --backbone {input.backbone} --runs {params.runs:q} --settings {params.settings:q} "
+        "--threads {threads} > {log} 2>&1"
 
 
 # The ablation-only variants (Figures 2-3, Eq. 1 vs 2): the same jobs, shaped by the ablations'
