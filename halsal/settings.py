@@ -143,19 +143,24 @@ def check_vocabulary(config: dict) -> None:
             raise ValueError(f"config {key}: {', '.join(map(repr, bad))} is not one of {choices}")
 
 
+BY_K_KEYS = ("steps", "lr_schedule")  # the settings a fine-tuning config may give per k
+
+
 def check_budgets(config: dict) -> None:
-    """A ValueError where a `steps` mapping by k misses a k that the config runs, or where a
-    step without a k (backbone, pretrain) is given one."""
+    """A ValueError where a mapping by k (`steps`, `lr_schedule`) misses a k that the config runs,
+    or where a step without a k (backbone, pretrain) is given one."""
     train = config.get("train") or {}
-    for step in ("backbone", "pretrain"):
-        if isinstance((train.get(step) or {}).get("steps"), dict):
-            raise ValueError(f"config train.{step}.steps: a budget by k is for fine-tuning only; give one number")
-    steps = (train.get("finetune") or {}).get("steps")
-    if not isinstance(steps, dict):
-        return
-    named = {str(k) for k in steps}
-    ks = [*config.get("ks", []), *((config.get("ablations") or {}).get("ks") or [])]
-    missing = sorted({str(k) for k in ks} - named)
-    if missing:
-        raise ValueError(f"config train.finetune.steps: no budget for k = {', '.join(missing)} "
-                         f"(it names k = {', '.join(sorted(named))}); add one per k, or give one number")
+    for key in BY_K_KEYS:
+        for step in ("backbone", "pretrain"):
+            if isinstance((train.get(step) or {}).get(key), dict):
+                raise ValueError(f"config train.{step}.{key}: a value by k is for fine-tuning only; give one value")
+        by_k = (train.get("finetune") or {}).get(key)
+        if not isinstance(by_k, dict):
+            continue
+        named = {str(k) for k in by_k}
+        ks = [*config.get("ks", []), *((config.get("ablations") or {}).get("ks") or [])]
+        missing = sorted({str(k) for k in ks} - named)
+        if missing:
+            what = "budget" if key == "steps" else "value"
+            raise ValueError(f"config train.finetune.{key}: no {what} for k = {', '.join(missing)} "
+                             f"(it names k = {', '.join(sorted(named))}); add one per k, or give one for every k")

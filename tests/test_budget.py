@@ -95,7 +95,7 @@ def test_a_budget_by_k_resolves_per_run_and_is_refused_unresolved():
     assert schedule(102, cfg.at_k(1))[-1].total_steps == 64 and schedule(510, cfg.at_k(5))[-1].total_steps == 128
     with pytest.raises(Exception, match="not for k = 10"):
         cfg.at_k(10)
-    with pytest.raises(Exception, match="budget by k"):
+    with pytest.raises(Exception, match="is given by k"):
         schedule(102, cfg)
     assert OptimConfig(steps=80).at_k(1).steps == 80
 
@@ -152,3 +152,23 @@ def test_each_optimizer_step_runs_at_the_scheduled_rate_in_every_group(monkeypat
     want = [[1e-2 * loop.lr_factor(name, t, 8), 1e-4 * loop.lr_factor(name, t, 8)] for t in range(8)]
     assert len(seen) == 8 and all(len(s) == 2 for s in seen)
     np.testing.assert_allclose(seen, want, rtol=1e-12)
+
+
+def test_a_schedule_by_k_resolves_per_run_and_is_checked():
+    from halsal.cli.options import schedule_by_k
+    from tests.test_plan import load
+
+    cfg = OptimConfig(steps={"1": 64, "5": 128}, lr_schedule={"1": "constant", "5": "cosine"})
+    assert (cfg.at_k(1).lr_schedule, cfg.at_k(1).steps) == ("constant", 64)
+    assert (cfg.at_k("5").lr_schedule, cfg.at_k("5").steps) == ("cosine", 128)
+    with pytest.raises(Exception, match="lr_schedule gives a schedule for k = 1, 5 but not for k = 10"):
+        OptimConfig(steps=64, lr_schedule={"1": "constant", "5": "cosine"}).at_k(10)
+    with pytest.raises(Exception, match="lr_schedule .* is given by k"):
+        schedule(102, OptimConfig(lr_schedule={"1": "cosine"}))
+    assert schedule_by_k("cosine") == "cosine" and schedule_by_k("1=constant, 5=cosine") == {"1": "constant", "5": "cosine"}
+    with pytest.raises(Exception, match="'linear' is not a schedule"):
+        schedule_by_k("1=linear")
+    plan = load("photos.yaml")
+    finetune = plan.config["train"]["finetune"]
+    with pytest.raises(ValueError, match="lr_schedule: no value for k = 5"):
+        load("photos.yaml", train={**plan.config["train"], "finetune": {**finetune, "lr_schedule": {"1": "cosine"}}})

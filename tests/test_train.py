@@ -135,7 +135,7 @@ def _cli(tiny, out, epochs, extra=()):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [(), ("--steps", "1=3,K=17", "--eval-every", "5", "--lr-schedule", "cosine")],
+@pytest.mark.parametrize("extra", [(), ("--steps", "1=3,K=17", "--eval-every", "5", "--lr-schedule", "1=constant,K=cosine")],
                          ids=["epochs", "steps_by_k-eval_every-cosine"])
 def test_killed_run_resumes_to_the_same_result(tiny, tmp_path, extra):
     """Also with a budget in steps, validation every 5 steps and a cosine lr (issue 25): the

@@ -24,8 +24,9 @@ def add_optim_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-every", type=int, default=D["eval_every"],
                    help="optimizer steps between validations (default: every epoch; the last epoch always)")
     g.add_argument("--lr", type=float, default=D["lr"])
-    g.add_argument("--lr-schedule", choices=settings.choices("definitions.optim.lr_schedule"), default=D["lr_schedule"],
-                   help="constant, or cosine decay to 0 over the run's optimizer steps (not in the paper)")
+    g.add_argument("--lr-schedule", type=schedule_by_k, default=D["lr_schedule"], metavar="NAME|k=NAME,...",
+                   help=f"{' or '.join(SCHEDULES)}: one lr, or a cosine decay to 0 over the run's optimizer steps "
+                        "(not in the paper); '1=constant,5=cosine' gives each k its own")
     g.add_argument("--optimizer", choices=settings.choices("definitions.optim.optimizer"), default=D["optimizer"],
                    help="adam: L2 weight decay in the gradient; adamw: decoupled weight decay")
     g.add_argument("--saliency-lr", type=float, default=D["saliency_lr"],
@@ -62,6 +63,23 @@ def steps_budget(value):
         return {k.strip(): int(n) for k, n in (part.split("=", 1) for part in text.split(","))}
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a number of steps nor k=N pairs such as 1=64,5=128") from None
+
+
+SCHEDULES = settings.choices("definitions.lr_schedule_name")
+
+
+def schedule_by_k(value):
+    """``--lr-schedule``: a schedule, or one per k as ``1=constant,5=cosine`` (the config's mapping,
+    from --settings, as it is)."""
+    if isinstance(value, dict):
+        return value
+    text = str(value)
+    names = dict(part.split("=", 1) for part in text.split(",")) if "=" in text else {None: text}
+    bad = [n for n in names.values() if n.strip() not in SCHEDULES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{text!r}: {bad[0]!r} is not a schedule ({', '.join(SCHEDULES)}); "
+                                         "give one, or k=NAME pairs such as 1=constant,5=cosine")
+    return text if None in names else {k.strip(): n.strip() for k, n in names.items()}
 
 
 def add_device_arg(p) -> None:

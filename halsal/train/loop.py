@@ -61,8 +61,9 @@ class OptimConfig:
     # validated, and the selected epoch is the best validated one.
     eval_every: int | None = _DEFAULTS["eval_every"]
     lr: float = _DEFAULTS["lr"]
-    # 'constant' or 'cosine' (decay to 0 over the run's steps, :func:`lr_factor`); not in the paper.
-    lr_schedule: str = _DEFAULTS["lr_schedule"]
+    # 'constant' or 'cosine' (decay to 0 over the run's steps, :func:`lr_factor`), or a mapping
+    # {k: schedule} resolved by :meth:`at_k`; not in the paper.
+    lr_schedule: str | dict = _DEFAULTS["lr_schedule"]
     optimizer: str = _DEFAULTS["optimizer"]
     momentum: float = _DEFAULTS["momentum"]
     weight_decay: float = _DEFAULTS["weight_decay"]
@@ -84,14 +85,19 @@ class OptimConfig:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def at_k(self, k) -> "OptimConfig":
-        """The settings of one run at ``k``: a ``steps`` mapping by k becomes that k's budget."""
-        if not isinstance(self.steps, dict):
-            return self
-        budgets = {str(key): value for key, value in self.steps.items()}
-        if str(k) not in budgets:
-            raise HalsalError(f"train.finetune.steps gives a budget for k = {', '.join(budgets)} but not for "
-                              f"k = {k}: add '{k}: <steps>' to it, or give one number for every k")
-        return dataclasses.replace(self, steps=int(budgets[str(k)]))
+        """The settings of one run at ``k``: a ``steps`` or ``lr_schedule`` mapping by k becomes
+        that k's value."""
+        out = self
+        for key, what, cast in (("steps", "a budget", int), ("lr_schedule", "a schedule", str)):
+            value = getattr(self, key)
+            if not isinstance(value, dict):
+                continue
+            by_k = {str(name): v for name, v in value.items()}
+            if str(k) not in by_k:
+                raise HalsalError(f"train.finetune.{key} gives {what} for k = {', '.join(by_k)} but not for "
+                                  f"k = {k}: add '{k}: <value>' to it, or give one value for every k")
+            out = dataclasses.replace(out, **{key: cast(by_k[str(k)])})
+        return out
 
 
 @dataclass
@@ -216,9 +222,10 @@ def schedule(n_train: int, cfg: OptimConfig) -> list[Epoch]:
     """The epochs of a run on ``n_train`` images: ``cfg.steps`` optimizer steps (the last epoch
     cut short) or ``cfg.epochs`` full epochs, each validated per ``cfg.eval_every``."""
     per_epoch = max(1, math.ceil(n_train / cfg.batch_size))
-    if isinstance(cfg.steps, dict):
-        raise HalsalError(f"steps {cfg.steps} is a budget by k: resolve it for one run with OptimConfig.at_k "
-                          "(only fine-tuning runs have a k; Steps 0-1 take one number)")
+    for key in ("steps", "lr_schedule"):
+        if isinstance(getattr(cfg, key), dict):
+            raise HalsalError(f"{key} {getattr(cfg, key)} is given by k: resolve it for one run with OptimConfig.at_k "
+                              "(only fine-tuning runs have a k; Steps 0-1 take one value)")
     if cfg.steps is not None:
         n_epochs = math.ceil(cfg.steps / per_epoch)
         steps = [per_epoch] * (n_epochs - 1) + [cfg.steps - per_epoch * (n_epochs - 1)]
