@@ -46,7 +46,7 @@ class Plan(DatasetPlan, GridPlan, JobPlan, StepPlan, ReportInputs):
         self.archs = list(config["archs"])
         self.datasets = list(config["datasets"])
         self.methods = list(config["methods"])
-        # k is a label from here on ("1", "5", "K"): the config's ints become strings once, here;
+        # k is a label from here on ("1", "5", spec.K_ALL): the config's ints become strings once, here;
         # only the split's row selection counts it (halsal.data.splits.select).
         self.ks = [str(k) for k in config["ks"]]
         self.ablations = config.get("ablations") or {}
