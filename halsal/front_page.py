@@ -24,7 +24,8 @@ def _seeds(plan) -> str:
     if len(distinct) == 1:
         seeds = next(iter(distinct))
         return f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))})"
-    return "; ".join(f"{len(s)} at k = {k}" for k, s in by_k.items()) + " seeds"
+    return ", ".join(f"{len(s)} seed{'s' if len(s) != 1 else ''} at k = {k} ({', '.join(map(str, s))})"
+                     for k, s in by_k.items())
 
 
 def _network(plan, arch: str) -> str:

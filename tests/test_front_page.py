@@ -22,7 +22,7 @@ def render(config_name: str, **overrides) -> str:
 def test_the_photos_report_names_its_network_seeds_and_real_data():
     text = render("photos.yaml")
     assert "EfficientNet-Lite0 (the map modulates its features at stage2; not in the paper)" in text
-    assert "5 seeds (0, 1, 2, 3, 4)" in text and "k = 1, 5 training images per class" in text
+    assert "10 seeds at k = 1 (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), 5 seeds at k = 5 (0, 1, 2, 3, 4)" in text and "k = 1, 5 training images per class" in text
     assert "cub200 (folder, at most 40 images per class; 5 val and 25 test images per class)" in text
     assert "AlexNet" not in text and "SYNTHETIC" not in text and "never compared with the paper" in text
     assert "Methods: Baseline-RGB, Approach A, Approach B." in text
@@ -37,4 +37,4 @@ def test_the_demo_report_names_alexnet_and_says_its_data_are_synthetic():
 def test_seeds_by_k_and_another_fusion_point_reach_the_front_page():
     text = render("config.yaml", seeds_by_k={"1": [0, 1, 2, 3]}, model__fusion="conv3")
     assert "AlexNet (the map modulates its features at conv3)" in text
-    assert "4 at k = 1" in text
+    assert "4 seeds at k = 1 (0, 1, 2, 3)" in text

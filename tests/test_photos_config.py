@@ -35,7 +35,10 @@ def test_pretrained_photos_dry_run_lists_the_grid(tmp_path):
     assert counts["probe"] == 2  # one linear probe per dataset, every k and seed inside
     # finetune_batch: seed -> one job per dataset, method and seed; resources.threads: 1 -> two such
     # 1-thread jobs run side by side on --cores 2 (docs/decisions.md, Threads)
-    assert counts["finetune"] == 2 * len(PRETRAINED_METHODS) * len(cfg["seeds"])
+    # seeds_by_k: more seeds at k = 1, where a run is cheap; a seed outside `seeds` runs only that k
+    seeds_at = {k: cfg.get("seeds_by_k", {}).get(str(k), cfg["seeds"]) for k in cfg["ks"]}
+    assert len(seeds_at[1]) == 10 and seeds_at[5] == cfg["seeds"]
+    assert counts["finetune"] == 2 * len(PRETRAINED_METHODS) * len(set().union(*seeds_at.values()))
     finetunes = [line for line in proc.stdout.splitlines() if " finetune --arch " in line]
     assert finetunes and all(line.rstrip().endswith(f"--threads {cfg['resources']['threads']} > "
                                                     + line.rsplit("> ", 1)[1]) for line in finetunes)
@@ -44,7 +47,7 @@ def test_pretrained_photos_dry_run_lists_the_grid(tmp_path):
     assert re.search(r"halsal (--gpus \d+ )?backbone --arch efficientnet_lite0 --weights imagenet --source-prepared", proc.stdout)
     runs = set(re.findall(r"results/runs/(efficientnet_lite0/\S+?)/metrics\.json", proc.stdout))
     assert runs == {f"efficientnet_lite0/{d}/{m}/d4-stage2-eq2/k{k}/seed{s}" for d in ("flowers102", "cub200")
-                    for m in PRETRAINED_METHODS for k in cfg["ks"] for s in cfg["seeds"]}
+                    for m in PRETRAINED_METHODS for k in cfg["ks"] for s in seeds_at[k]}
 
 
 

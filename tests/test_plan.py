@@ -98,8 +98,9 @@ def test_report_inputs_are_explicit_files():
     assert set(p.reference_maps()) == {"flowers102", "cub200"}
     bench = p.benchmarks()
     assert list(bench)[:4] == ["datasets", "prepare", "splits", "smic_maps"]
-    assert "probe" in bench and len(bench["finetune: baseline"]) == 10  # finetune_batch: seed, 2 datasets x 5 seeds
-    assert len(p.report_run_files("predictions.tsv")) == len(p.report_metrics()) == 60
+    assert "probe" in bench and len(bench["finetune: baseline"]) == 20  # finetune_batch: seed, 2 datasets x 10 seeds
+    # runs: 2 datasets x 3 methods x (10 seeds at k = 1 + 5 at k = 5)
+    assert len(p.report_run_files("predictions.tsv")) == len(p.report_metrics()) == 90
 
 
 def test_bad_vocabulary_and_fusion_are_errors():
