@@ -33,12 +33,13 @@ def test_pretrained_photos_dry_run_lists_the_grid(tmp_path):
     assert re.search(r"""--reference-maps '\{"flowers102": "results/smic/flowers102/maps\.npy", "cub200": "results/smic/cub200/maps\.npy"\}'""",
                      proc.stdout)
     assert counts["probe"] == 2  # one linear probe per dataset, every k and seed inside
-    # finetune_batch: seed -> one job per dataset, method and seed; resources.threads: 1 -> two such
-    # 1-thread jobs run side by side on --cores 2 (docs/decisions.md, Threads)
+    # resources.threads: 1 -> two 1-thread jobs run side by side on --cores 2 (docs/decisions.md, Threads)
     # seeds_by_k: more seeds at k = 1, where a run is cheap; a seed outside `seeds` runs only that k
     seeds_at = {k: cfg.get("seeds_by_k", {}).get(str(k), cfg["seeds"]) for k in cfg["ks"]}
     assert len(seeds_at[1]) == 10 and seeds_at[5] == cfg["seeds"]
-    assert counts["finetune"] == 2 * len(PRETRAINED_METHODS) * len(set().union(*seeds_at.values()))
+    # finetune_batch: run -> one job per run, and no job trains a run that no k asks for
+    assert cfg["train"]["finetune_batch"] == "run"
+    assert counts["finetune"] == 2 * len(PRETRAINED_METHODS) * sum(len(s) for s in seeds_at.values())
     finetunes = [line for line in proc.stdout.splitlines() if " finetune --arch " in line]
     assert finetunes and all(line.rstrip().endswith(f"--threads {cfg['resources']['threads']} > "
                                                     + line.rsplit("> ", 1)[1]) for line in finetunes)

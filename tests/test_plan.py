@@ -98,9 +98,21 @@ def test_report_inputs_are_explicit_files():
     assert set(p.reference_maps()) == {"flowers102", "cub200"}
     bench = p.benchmarks()
     assert list(bench)[:4] == ["datasets", "prepare", "splits", "smic_maps"]
-    assert "probe" in bench and len(bench["finetune: baseline"]) == 20  # finetune_batch: seed, 2 datasets x 10 seeds
+    assert "probe" in bench and len(bench["finetune: baseline"]) == 30  # finetune_batch: run, 2 datasets x (10 + 5) runs
     # runs: 2 datasets x 3 methods x (10 seeds at k = 1 + 5 at k = 5)
     assert len(p.report_run_files("predictions.tsv")) == len(p.report_metrics()) == 90
+
+
+def test_batch_by_seed_refuses_seeds_that_differ_by_k():
+    # a seed's job trains every k: with seeds 5-9 at k = 1 only, it would train k = 5 runs no one asked for
+    with pytest.raises(ValueError, match=r"finetune_batch: seed .* differ by k \(k = 1: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9; "
+                                         r"k = 5: 0, 1, 2, 3, 4; seeds_by_k\): use finetune_batch: run"):
+        load("photos.yaml", train__finetune_batch="seed")
+    plan = load("photos.yaml", train__finetune_batch="seed", seeds_by_k={"1": [0, 1, 2, 3, 4]})  # the same seeds at every k
+    assert len(plan.jobs()) == 2 * 3 * 5
+    runs = load("photos.yaml").jobs()
+    assert {(j.runs[0][0], j.runs[0][1]) for j in runs if j.dataset == "cub200" and j.method == "baseline"} == \
+        {("1", s) for s in range(10)} | {("5", s) for s in range(5)}
 
 
 def test_bad_vocabulary_and_fusion_are_errors():

@@ -52,6 +52,7 @@ class Plan(DatasetPlan, GridPlan, JobPlan, StepPlan, ReportInputs):
         self.ablations = config.get("ablations") or {}
         self.ablation_ks = [str(k) for k in self.ablations.get("ks") or self.ks]  # the ablations' (default: the grid's)
         self.batch = config["train"]["finetune_batch"]
+        self.check_batch()
         timm_archs = [a for a in [*self.archs, *self.ablations.get("archs", [])] if spec.is_timm(a)]
         self.variants = {arch: self.variant_for(arch) for arch in dict.fromkeys([*spec.ARCHS, *timm_archs])}  # each arch's main variant
         self.variant = self.variants[self.archs[0]]  # the report's tables and plots use the first arch's

@@ -27,6 +27,17 @@ class JobPlan:
     """The fine-tuning jobs of the run grid."""
 
     # --- fine-tuning jobs (train.finetune_batch) -----------------------------------------------
+    def check_batch(self) -> None:
+        """A ValueError where `finetune_batch: seed` meets seeds that differ by k (`seeds_by_k`): a
+        seed's job trains every k, so it would train runs that no k asks for."""
+        if self.batch != "seed":
+            return
+        by_k = {k: sorted(self.seeds_for(k)) for k in self.ks}
+        if len({tuple(s) for s in by_k.values()}) > 1:
+            listed = "; ".join(f"k = {k}: {', '.join(map(str, s))}" for k, s in by_k.items())
+            raise ValueError(f"config train.finetune_batch: seed trains every k of a seed in one job, but the seeds "
+                             f"differ by k ({listed}; seeds_by_k): use finetune_batch: run (one job per run) or all")
+
     def job_ks_and_seeds(self, ablation=False) -> tuple[list[str], list[int]]:
         """ks and seeds of the jobs of the main variants, or (ablation=True) of the ablation-only
         variants. The main variants' jobs also cover the ablations' ks and seeds (their
